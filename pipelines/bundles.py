@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.errors import DefinitionError
+
 IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"}
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp")
 
@@ -74,6 +76,8 @@ class BundleRegistry:
             files, root = [source.name], source.parent
         else:
             files, root = _files(source), source
+        if not files:
+            raise DefinitionError(f"{source}: no files to package for bundle {name!r}")
         digest = tree_digest(root, files)
         key = f"{name}/{digest}"
         if key in self.bundles:

@@ -1,4 +1,4 @@
-"""``mlops``: validate, compile, graph and run the pipelines; manage models, endpoints and AWS.
+"""mlops: validate, compile, graph and run the pipelines; manage models, endpoints and AWS.
 
 Errors become one red line and an exit code (``--debug`` shows the traceback). Commands owned by other
 packages (local executor, serving, AWS control plane) plug in through their ``register(subparsers)``.
@@ -105,7 +105,8 @@ def cmd_config(args) -> int:
 
         out.print("| key | type | default | description |\n| --- | --- | --- | --- |", markup=False)
         for key, kind, default, desc in reference():
-            out.print(f"| `{key}` | {kind} | {default} | {desc} |", markup=False)
+            cells = [f"`{key}`", kind, default, desc]
+            out.print("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |", markup=False)
         return 0
     cfg = _load(args.env)
     if args.format == "json":

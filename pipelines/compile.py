@@ -87,6 +87,10 @@ def write_outputs(compiled: Compiled, out_dir: Path) -> list[Path]:
         written.append(out_dir / "manifest.json")
         bundles_dir = out_dir / "bundles"
         bundles_dir.mkdir(exist_ok=True)
+        current = {b.tarball_name for b in compiled.bundles}
+        for stale in bundles_dir.glob("*.tar.gz"):
+            if stale.name not in current:
+                stale.unlink()
         for tarball in sorted((stage / "bundles").iterdir()):
             os.replace(tarball, bundles_dir / tarball.name)
         for path in sorted(stage.iterdir()):

@@ -382,10 +382,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
+    """The shortest honest name: relative to the working directory or the project, else absolute."""
+    resolved = path.resolve()
+    for base in (Path.cwd(), PROJECT_ROOT):
+        try:
+            return str(resolved.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _merge(base: dict, overlay: dict, origin: dict, name: str, prefix: str = "") -> dict:
@@ -430,12 +434,20 @@ def _env_overrides(environ) -> tuple[dict, list[str]]:
 
 
 def _locate(origin: dict, dotted: str, default: str) -> str:
+    """The file (or variable) that set ``dotted``; for a section-level error, the last layer that touched it."""
+    below = [source for key, source in origin.items() if key == dotted or key.startswith(dotted + ".")]
+    if below:
+        return max(below, key=_layer)
     key = dotted
     while key:
         if key in origin:
             return origin[key]
         key = key.rpartition(".")[0]
     return default
+
+
+def _layer(source: str) -> int:
+    return 2 if source.startswith("$") else 0 if source.endswith("base.yaml") else 1
 
 
 def _reason(err: dict) -> str:

@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` (the local pipeline run) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint bench compile validate graph clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+run: setup
+	$(BIN)/mlops run
+
+test: setup
+	$(BIN)/ruff check pipelines steps tests bench
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check pipelines steps tests bench
+	$(BIN)/ruff format --check pipelines steps tests bench
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+compile: setup
+	$(BIN)/mlops compile --env $${MLOPS_ENV:-local} --out build
+
+validate: setup
+	$(BIN)/mlops validate --env $${MLOPS_ENV:-local}
+
+graph: setup
+	$(BIN)/mlops graph --env $${MLOPS_ENV:-local} --out build/model-build.svg
+
+clean:
+	rm -rf build .mlops .pytest_cache
