@@ -100,7 +100,7 @@ def validate_request(operation: str, request: dict, name_member: str | None = No
     report = ParamValidator().validate(params, model.input_shape)
     if not report.has_errors():
         return []
-    return [line.strip() for line in report.generate_report().splitlines()[1:] if line.strip()]
+    return [line.strip() for line in report.generate_report().splitlines() if line.strip()]
 
 
 def _walk_property(path: str, shape) -> str | None:
