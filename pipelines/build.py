@@ -5,12 +5,12 @@ This module only wires steps (each lives in ``steps/<name>/step.py``); it reads 
 
 from __future__ import annotations
 
+from steps.context import StepContext
 from steps.evaluate import step as evaluate
 from steps.preprocess import step as preprocess
 from steps.register import step as register
 from steps.train import step as train
 from steps.validate_data import step as validate_data
-from steps.context import StepContext
 
 CHECK_NAME = "CheckMetric"
 FAIL_NAME = "MetricBelowThreshold"
@@ -22,7 +22,9 @@ def parameters(cfg) -> dict:
     return {
         "InputDataUri": ParameterString(name="InputDataUri", default_value=cfg.data.input_uri),
         "MetricThreshold": ParameterFloat(name="MetricThreshold", default_value=cfg.evaluation.threshold),
-        "ModelApprovalStatus": ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval"),
+        "ModelApprovalStatus": ParameterString(
+            name="ModelApprovalStatus", default_value="PendingManualApproval"
+        ),
     }
 
 
@@ -50,7 +52,12 @@ def build_pipeline(ctx: StepContext):
         name=FAIL_NAME,
         error_message=Join(
             on=" ",
-            values=[f"Model not registered: {cfg.evaluation.metric}", metric, "is below the threshold", threshold],
+            values=[
+                f"Model not registered: {cfg.evaluation.metric}",
+                metric,
+                "is below the threshold",
+                threshold,
+            ],
         ),
     )
     check = ConditionStep(

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from pipelines.errors import MlopsError
 
-PLUGINS = ("pipelines.local.commands", "pipelines.serving.commands", "pipelines.aws.commands", "pipelines.approval")
+PLUGINS = (
+    "pipelines.local.commands",
+    "pipelines.serving.commands",
+    "pipelines.aws.commands",
+    "pipelines.approval",
+)
 
 
 def console(stderr: bool = False):
@@ -26,7 +31,9 @@ def console(stderr: bool = False):
 
 
 def add_env(parser: argparse.ArgumentParser, default: str | None = "local") -> None:
-    parser.add_argument("--env", default=default, help="config environment: config/<env>.yaml (default: %(default)s)")
+    parser.add_argument(
+        "--env", default=default, help="config environment: config/<env>.yaml (default: %(default)s)"
+    )
 
 
 def _load(env: str):
@@ -56,7 +63,9 @@ def cmd_compile(args) -> int:
         written = write_outputs(compiled, Path(args.out))
     for path in written:
         out.print(f"wrote {path}")
-    out.print(f"[green]compiled[/] {len(compiled.definitions)} pipeline(s), {len(compiled.bundles)} code bundle(s) in {seconds:.1f}s")
+    out.print(
+        f"[green]compiled[/] {len(compiled.definitions)} pipeline(s), {len(compiled.bundles)} code bundle(s) in {seconds:.1f}s"
+    )
     return 0
 
 
@@ -76,7 +85,9 @@ def cmd_validate(args) -> int:
                 out.print(f"[red]{key}: {f}[/]")
         else:
             steps = len(compiled.definition(key)["Steps"])
-            out.print(f"[green]ok[/] {key}: config {args.env}, {steps} top-level steps, DAG acyclic, references resolve, requests valid")
+            out.print(
+                f"[green]ok[/] {key}: config {args.env}, {steps} top-level steps, DAG acyclic, references resolve, requests valid"
+            )
     return 1 if problems else 0
 
 
@@ -94,7 +105,10 @@ def cmd_graph(args) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.with_suffix(".mmd").write_text(text)
         picture = render_picture(definition, dest)
-        out.print(f"wrote {dest.with_suffix('.mmd')}" + (f" and {picture}" if picture else " (install graphviz for a picture)"))
+        out.print(
+            f"wrote {dest.with_suffix('.mmd')}"
+            + (f" and {picture}" if picture else " (install graphviz for a picture)")
+        )
     return 0
 
 
@@ -158,11 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "func", None):
         if not argv:
             # A fresh clone's `mlops` runs the whole pipeline locally: the project's main job.
-            args = parser.parse_args(["run"]) if "run" in parser._subparsers._group_actions[0].choices else args
+            args = (
+                parser.parse_args(["run"]) if "run" in parser._subparsers._group_actions[0].choices else args
+            )
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

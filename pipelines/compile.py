@@ -58,7 +58,9 @@ def compile_pipelines(cfg: Config) -> Compiled:
     except DefinitionError:
         raise
     except Exception as exc:  # the SDK raises bare ValueError/TypeError for bad step wiring
-        raise DefinitionError(f"could not build the pipeline definition: {type(exc).__name__}: {exc}") from exc
+        raise DefinitionError(
+            f"could not build the pipeline definition: {type(exc).__name__}: {exc}"
+        ) from exc
     return Compiled(definitions, names, bundles.sorted())
 
 

@@ -19,7 +19,9 @@ from pipelines.errors import ConfigError
 
 ENV_PREFIX = "MLOPS__"
 ARN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-ARN_KMS = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|alias/[\w/-]+|[0-9a-f-]{36})$")
+ARN_KMS = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|alias/[\w/-]+|[0-9a-f-]{36})$"
+)
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -57,8 +59,12 @@ class Project(Strict):
 
 
 class Network(Strict):
-    subnets: Annotated[list[str], Field(description="VPC subnet ids for jobs and endpoints (empty: no VPC).")] = []
-    security_group_ids: Annotated[list[str], Field(description="Security group ids used with the subnets.")] = []
+    subnets: Annotated[
+        list[str], Field(description="VPC subnet ids for jobs and endpoints (empty: no VPC).")
+    ] = []
+    security_group_ids: Annotated[
+        list[str], Field(description="Security group ids used with the subnets.")
+    ] = []
 
     @field_validator("subnets")
     @classmethod
@@ -83,9 +89,13 @@ class Network(Strict):
 
 class Aws(Strict):
     region: Annotated[str, Field(description="AWS region of every resource.")]
-    role_arn: Annotated[str, Field(description="SageMaker execution role ARN that jobs and pipelines assume.")]
+    role_arn: Annotated[
+        str, Field(description="SageMaker execution role ARN that jobs and pipelines assume.")
+    ]
     bucket: Annotated[str, Field(description="Artifact bucket for code bundles, data and model artifacts.")]
-    prefix: Annotated[str, Field(description="Key prefix inside the bucket for this project and environment.")]
+    prefix: Annotated[
+        str, Field(description="Key prefix inside the bucket for this project and environment.")
+    ]
     kms_key_id: Annotated[
         str | None, Field(description="KMS key (ARN, alias or id) for volumes, outputs and endpoints.")
     ] = None
@@ -126,7 +136,9 @@ class Instances(Strict):
 
 class Spot(Strict):
     enabled: Annotated[bool, Field(description="Use managed spot training.")] = False
-    max_wait_s: Annotated[int, Field(ge=60, description="Max wait incl. spot interruptions; >= max_runtime_s.")] = 7200
+    max_wait_s: Annotated[
+        int, Field(ge=60, description="Max wait incl. spot interruptions; >= max_runtime_s.")
+    ] = 7200
     checkpoint_s3_uri: Annotated[
         str | None, Field(description="Where checkpoints sync to (default: <s3_root>/checkpoints).")
     ] = None
@@ -197,14 +209,20 @@ class Evaluation(Strict):
         Literal["accuracy", "weighted_f1", "weighted_precision", "weighted_recall"],
         Field(description="Metric in evaluation.json that gates registration."),
     ] = "accuracy"
-    threshold: Annotated[float, Field(ge=0, le=1, description="Register only when metric >= threshold.")] = 0.9
+    threshold: Annotated[float, Field(ge=0, le=1, description="Register only when metric >= threshold.")] = (
+        0.9
+    )
 
 
 class Registry(Strict):
     model_package_group: Annotated[str, Field(description="Model package group of the versions.")]
     inference_image: Annotated[Image, Field(description="Serving image of registered versions.")]
-    inference_instance_types: Annotated[list[str], Field(min_length=1, description="Allowed real-time instances.")]
-    content_types: Annotated[list[str], Field(min_length=1, description="Accepted request content types.")] = [
+    inference_instance_types: Annotated[
+        list[str], Field(min_length=1, description="Allowed real-time instances.")
+    ]
+    content_types: Annotated[
+        list[str], Field(min_length=1, description="Accepted request content types.")
+    ] = [
         "application/json",
         "text/csv",
     ]
@@ -224,7 +242,9 @@ class Registry(Strict):
 
 class Schedule(Strict):
     enabled: Annotated[bool, Field(description="Create the retraining schedule.")] = True
-    cron: Annotated[str, Field(description="EventBridge Scheduler cron expression, e.g. cron(0 3 ? * MON *).")]
+    cron: Annotated[
+        str, Field(description="EventBridge Scheduler cron expression, e.g. cron(0 3 ? * MON *).")
+    ]
     timezone: Annotated[str, Field(description="IANA time zone of the cron.")] = "UTC"
     flexible_window_minutes: Annotated[int, Field(ge=0, le=1440, description="0 turns the window off.")] = 15
 
@@ -233,7 +253,9 @@ class Schedule(Strict):
     def _cron(cls, v: str):
         m = CRON.match(v)
         if not m or not all(CRON_FIELD.match(f) for f in m.groups()):
-            raise ValueError(f"not a valid cron(min hour day-of-month month day-of-week year) expression (got {v!r})")
+            raise ValueError(
+                f"not a valid cron(min hour day-of-month month day-of-week year) expression (got {v!r})"
+            )
         if "?" not in (m.group(3), m.group(5)):
             raise ValueError(f"day-of-month or day-of-week must be '?' (got {v!r})")
         return v
@@ -262,23 +284,33 @@ class Autoscaling(Strict):
     @model_validator(mode="after")
     def _order(self):
         if self.max_capacity < self.min_capacity:
-            raise ValueError(f"max_capacity must be >= min_capacity ({self.max_capacity} < {self.min_capacity})")
+            raise ValueError(
+                f"max_capacity must be >= min_capacity ({self.max_capacity} < {self.min_capacity})"
+            )
         return self
 
 
 class BlueGreen(Strict):
-    type: Annotated[Literal["ALL_AT_ONCE", "CANARY", "LINEAR"], Field(description="Traffic shifting mode.")] = (
-        "CANARY"
-    )
-    step_percent: Annotated[int, Field(ge=1, le=100, description="Canary size or linear step, % of capacity.")] = 10
+    type: Annotated[
+        Literal["ALL_AT_ONCE", "CANARY", "LINEAR"], Field(description="Traffic shifting mode.")
+    ] = "CANARY"
+    step_percent: Annotated[
+        int, Field(ge=1, le=100, description="Canary size or linear step, % of capacity.")
+    ] = 10
     wait_s: Annotated[int, Field(ge=0, le=3600, description="Wait between traffic shifts.")] = 300
-    termination_wait_s: Annotated[int, Field(ge=0, le=3600, description="Keep the old fleet this long.")] = 300
+    termination_wait_s: Annotated[int, Field(ge=0, le=3600, description="Keep the old fleet this long.")] = (
+        300
+    )
 
 
 class RollbackAlarms(Strict):
     max_5xx_rate: Annotated[float, Field(gt=0, le=1, description="Roll back above this share of 5xx.")] = 0.01
-    max_model_latency_ms: Annotated[float, Field(gt=0, description="Roll back above this p99 model latency.")] = 500
-    evaluation_periods: Annotated[int, Field(ge=1, le=10, description="Alarm evaluation periods (1 min).")] = 2
+    max_model_latency_ms: Annotated[
+        float, Field(gt=0, description="Roll back above this p99 model latency.")
+    ] = 500
+    evaluation_periods: Annotated[
+        int, Field(ge=1, le=10, description="Alarm evaluation periods (1 min).")
+    ] = 2
 
 
 class Endpoint(Strict):
@@ -302,11 +334,15 @@ class SmokeTest(Strict):
 class Endpoints(Strict):
     staging: Annotated[Endpoint, Field(description="Staging endpoint.")]
     production: Annotated[Endpoint, Field(description="Production endpoint.")]
-    smoke_test: Annotated[SmokeTest, Field(description="Checks between staging and production.")] = SmokeTest()
+    smoke_test: Annotated[SmokeTest, Field(description="Checks between staging and production.")] = (
+        SmokeTest()
+    )
 
 
 class Retry(Strict):
-    max_attempts: Annotated[int, Field(ge=1, le=20, description="Attempts on capacity/throttling errors.")] = 3
+    max_attempts: Annotated[
+        int, Field(ge=1, le=20, description="Attempts on capacity/throttling errors.")
+    ] = 3
     interval_s: Annotated[int, Field(ge=1, le=300, description="First retry delay.")] = 10
     backoff_rate: Annotated[float, Field(ge=1, le=10, description="Delay multiplier per attempt.")] = 2.0
 
@@ -459,7 +495,9 @@ def _reason(err: dict) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[
+            kind
+        ]
         bound = next(iter(ctx.values()))
         return f"must be {op} {bound} (got {value!r})"
     if kind == "value_error":

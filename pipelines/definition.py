@@ -89,7 +89,9 @@ def dependencies(definition: dict) -> dict[str, StepInfo]:
             m = STEP_REF.match(path)
             if m:
                 if m.group(1) not in steps:
-                    raise DefinitionError(f"step {info.name!r}: reference {path!r} names unknown step {m.group(1)!r}")
+                    raise DefinitionError(
+                        f"step {info.name!r}: reference {path!r} names unknown step {m.group(1)!r}"
+                    )
                 info.depends_on.add(m.group(1))
         if info.parent:
             info.depends_on.add(info.parent)

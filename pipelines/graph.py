@@ -52,11 +52,17 @@ def mermaid(definition: dict) -> str:
 def dot(definition: dict) -> str:
     order, steps, edges = _edges(definition)
     shapes = {"Condition": "diamond", "Fail": "octagon", "Training": "box3d", "RegisterModel": "cylinder"}
-    lines = ["digraph pipeline {", "  rankdir=TB;", '  node [shape=box, style="rounded", fontname="Helvetica"];']
+    lines = [
+        "digraph pipeline {",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded", fontname="Helvetica"];',
+    ]
     for name in order:
-        lines.append(f'  {_id(name)} [label="{name}\\n({steps[name].type})", shape={shapes.get(steps[name].type, "box")}];')
+        lines.append(
+            f'  {_id(name)} [label="{name}\\n({steps[name].type})", shape={shapes.get(steps[name].type, "box")}];'
+        )
     for src, dst, label in edges:
-        lines.append(f'  {_id(src)} -> {_id(dst)}' + (f' [label="{label}"]' if label else "") + ";")
+        lines.append(f"  {_id(src)} -> {_id(dst)}" + (f' [label="{label}"]' if label else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -67,7 +73,9 @@ def render_picture(definition: dict, dest: Path) -> Path | None:
     if exe is None:
         return None
     fmt = dest.suffix.lstrip(".") or "svg"
-    proc = subprocess.run([exe, f"-T{fmt}", "-o", str(dest)], input=dot(definition), text=True, capture_output=True)
+    proc = subprocess.run(
+        [exe, f"-T{fmt}", "-o", str(dest)], input=dot(definition), text=True, capture_output=True
+    )
     if proc.returncode != 0:
         raise MlopsError(f"graphviz failed to render {dest}: {proc.stderr.strip().splitlines()[-1:]}")
     return dest

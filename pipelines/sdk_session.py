@@ -33,6 +33,15 @@ def prepare_sdk_environment(region: str) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _quiet_sdk_loggers() -> None:
+    """SDK modules set their own loggers to DEBUG/INFO at import; keep them quiet unless --debug."""
+    if logging.getLogger().level <= logging.DEBUG:
+        return
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("sagemaker"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _validate_sdk_config_once() -> None:
     """The SDK re-validates its defaults config against a JSON schema on every lookup (~60 per compile,
     seconds in total); ours is a constant, so validate it once."""
@@ -54,7 +63,9 @@ def _validate_sdk_config_once() -> None:
 
 
 def _refuse_network(request, **_):
-    raise DefinitionError(f"compile is offline but the SageMaker SDK tried to call AWS: {request.method} {request.url}")
+    raise DefinitionError(
+        f"compile is offline but the SageMaker SDK tried to call AWS: {request.method} {request.url}"
+    )
 
 
 def offline_session(region: str, bucket: str, bundles: BundleRegistry):
@@ -62,10 +73,14 @@ def offline_session(region: str, bucket: str, bundles: BundleRegistry):
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
     _validate_sdk_config_once()
+    _quiet_sdk_loggers()
 
     # Dummy credentials keep botocore from searching the machine; the hook refuses any request anyway.
     boto_session = boto3.Session(
-        region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline", aws_session_token=None
+        region_name=region,
+        aws_access_key_id="offline",
+        aws_secret_access_key="offline",
+        aws_session_token=None,
     )
     boto_session._session.register("before-send", _refuse_network)
 

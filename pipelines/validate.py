@@ -27,7 +27,11 @@ OPERATIONS = {
     "Processing": ("CreateProcessingJob", "ProcessingJobName", "DescribeProcessingJob"),
     "Training": ("CreateTrainingJob", "TrainingJobName", "DescribeTrainingJob"),
     "Transform": ("CreateTransformJob", "TransformJobName", "DescribeTransformJob"),
-    "Tuning": ("CreateHyperParameterTuningJob", "HyperParameterTuningJobName", "DescribeHyperParameterTuningJob"),
+    "Tuning": (
+        "CreateHyperParameterTuningJob",
+        "HyperParameterTuningJobName",
+        "DescribeHyperParameterTuningJob",
+    ),
     "RegisterModel": ("CreateModelPackage", None, "DescribeModelPackage"),
     "Model": ("CreateModel", "ModelName", "DescribeModel"),
     "EndpointConfig": ("CreateEndpointConfig", "EndpointConfigName", "DescribeEndpointConfig"),
@@ -140,7 +144,11 @@ def _check_reference(path: str, info: StepInfo, steps: dict[str, StepInfo], para
     if rest.startswith(".PropertyFiles."):
         declared = {p.get("PropertyFileName") for p in target.raw.get("PropertyFiles", [])}
         name = rest.split(".", 2)[2]
-        return None if name in declared else f"reference {path!r}: step {target.name!r} declares no property file {name!r}"
+        return (
+            None
+            if name in declared
+            else f"reference {path!r}: step {target.name!r} declares no property file {name!r}"
+        )
     if target.type == "Condition":
         return None if rest == ".Outcome" else f"reference {path!r}: a Condition step only has Outcome"
     if target.type not in OPERATIONS:

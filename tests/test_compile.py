@@ -53,7 +53,9 @@ def test_condition_and_both_branches(compiled_local):
     (cond,) = check["Conditions"]
     assert cond["Type"] == "GreaterThanOrEqualTo"
     assert cond["LeftValue"]["Std:JsonGet"]["Path"] == "multiclass_classification_metrics.accuracy.value"
-    assert cond["LeftValue"]["Std:JsonGet"]["PropertyFile"] == {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"}
+    assert cond["LeftValue"]["Std:JsonGet"]["PropertyFile"] == {
+        "Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"
+    }
     assert cond["RightValue"] == {"Get": "Parameters.MetricThreshold"}
     assert [s["Name"] for s in check["IfSteps"]] == ["RegisterModel"]
     (fail,) = check["ElseSteps"]
@@ -98,7 +100,9 @@ def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compi
 
 
 def test_metric_regexes_match_the_lines_train_prints(compiled_local):
-    metrics = steps_by_name(compiled_local.definition())["Train"]["Arguments"]["AlgorithmSpecification"]["MetricDefinitions"]
+    metrics = steps_by_name(compiled_local.definition())["Train"]["Arguments"]["AlgorithmSpecification"][
+        "MetricDefinitions"
+    ]
     names = {m["Name"] for m in metrics}
     assert {"train:loss", "validation:loss", "validation:accuracy"} <= names
     source = (ROOT / "steps" / "train" / "code" / "train.py").read_text()
@@ -119,7 +123,10 @@ def test_caching_retries_kms_vpc_and_tags(compiled_local, compiled_prod):
     pre = prod["Preprocess"]["Arguments"]
     assert pre["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == "alias/digits-prod"
     assert pre["ProcessingOutputConfig"]["KmsKeyId"] == "alias/digits-prod"
-    assert pre["NetworkConfig"]["VpcConfig"]["Subnets"] == ["subnet-0a1b2c3d4e5f60719", "subnet-0f1e2d3c4b5a69789"]
+    assert pre["NetworkConfig"]["VpcConfig"]["Subnets"] == [
+        "subnet-0a1b2c3d4e5f60719",
+        "subnet-0f1e2d3c4b5a69789",
+    ]
     assert {"Key": "environment", "Value": "prod"} in pre["Tags"]
     assert pre["ProcessingInputs"][0]["S3Input"]["S3DataDistributionType"] == "ShardedByS3Key"
     assert pre["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 2
@@ -148,7 +155,19 @@ def _compile_subprocess(out, env_vars, isolate_network=False):
     cmd = [sys.executable, "-m", "pipelines.cli", "compile", "--env", "local", "--out", str(out)]
     if isolate_network and shutil.which("bwrap"):
         # no network at all: any AWS call would fail loudly
-        cmd = ["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--die-with-parent", *cmd]
+        cmd = [
+            "bwrap",
+            "--bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-net",
+            "--die-with-parent",
+            *cmd,
+        ]
     return subprocess.run(cmd, env=env_vars, capture_output=True, text=True, cwd=ROOT, timeout=240)
 
 

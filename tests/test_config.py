@@ -33,7 +33,9 @@ def test_overlay_overrides_base_and_keeps_the_rest():
 
 
 def test_environment_variables_override_overlays():
-    cfg = load_config("dev", environ={"MLOPS__STEPS__TRAIN__INSTANCE_COUNT": "4", "MLOPS__EVALUATION__THRESHOLD": "0.5"})
+    cfg = load_config(
+        "dev", environ={"MLOPS__STEPS__TRAIN__INSTANCE_COUNT": "4", "MLOPS__EVALUATION__THRESHOLD": "0.5"}
+    )
     assert cfg.steps.train.instance_count == 4
     assert cfg.evaluation.threshold == 0.5
 
@@ -58,15 +60,43 @@ def _local_with(path: str, value):
 BAD = [
     # (dotted key, value, expected message)
     ("steps.train.instance_count", 0, "config/bad.yaml: steps.train.instance_count: must be >= 1 (got 0)"),
-    ("steps.train.instance_count", "two", "config/bad.yaml: steps.train.instance_count: must be an integer (got 'two')"),
+    (
+        "steps.train.instance_count",
+        "two",
+        "config/bad.yaml: steps.train.instance_count: must be an integer (got 'two')",
+    ),
     ("steps.train.instance_cont", 2, "config/bad.yaml: steps.train.instance_cont: unknown key"),
-    ("aws.role_arn", "arn:aws:iam::12:role/x", "config/bad.yaml: aws.role_arn: not a valid IAM role ARN (got 'arn:aws:iam::12:role/x')"),
-    ("schedule.cron", "0 3 * * *", "config/bad.yaml: schedule.cron: not a valid cron(min hour day-of-month month day-of-week year) expression (got '0 3 * * *')"),
-    ("schedule.cron", "cron(0 3 * * MON *)", "config/bad.yaml: schedule.cron: day-of-month or day-of-week must be '?' (got 'cron(0 3 * * MON *)')"),
-    ("data.input_uri", "https://bucket/raw", "config/bad.yaml: data.input_uri: not a valid S3 URI (got 'https://bucket/raw')"),
+    (
+        "aws.role_arn",
+        "arn:aws:iam::12:role/x",
+        "config/bad.yaml: aws.role_arn: not a valid IAM role ARN (got 'arn:aws:iam::12:role/x')",
+    ),
+    (
+        "schedule.cron",
+        "0 3 * * *",
+        "config/bad.yaml: schedule.cron: not a valid cron(min hour day-of-month month day-of-week year) expression (got '0 3 * * *')",
+    ),
+    (
+        "schedule.cron",
+        "cron(0 3 * * MON *)",
+        "config/bad.yaml: schedule.cron: day-of-month or day-of-week must be '?' (got 'cron(0 3 * * MON *)')",
+    ),
+    (
+        "data.input_uri",
+        "https://bucket/raw",
+        "config/bad.yaml: data.input_uri: not a valid S3 URI (got 'https://bucket/raw')",
+    ),
     ("aws.region", "mars-1", "config/bad.yaml: aws.region: not a valid AWS region (got 'mars-1')"),
-    ("evaluation.metric", "auc", "config/bad.yaml: evaluation.metric: must be one of 'accuracy', 'weighted_f1', 'weighted_precision' or 'weighted_recall' (got 'auc')"),
-    ("steps.train.spot", {"enabled": True, "max_wait_s": 60}, "config/bad.yaml: steps.train: spot.max_wait_s must be >= max_runtime_s (60 < 7200)"),
+    (
+        "evaluation.metric",
+        "auc",
+        "config/bad.yaml: evaluation.metric: must be one of 'accuracy', 'weighted_f1', 'weighted_precision' or 'weighted_recall' (got 'auc')",
+    ),
+    (
+        "steps.train.spot",
+        {"enabled": True, "max_wait_s": 60},
+        "config/bad.yaml: steps.train: spot.max_wait_s must be >= max_runtime_s (60 < 7200)",
+    ),
 ]
 
 
@@ -83,14 +113,19 @@ def test_missing_required_key_names_the_key(config_dir):
     data = yaml.safe_load((config_dir / "base.yaml").read_text())
     del data["registry"]["model_package_group"]
     (config_dir / "base.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"^config/base.yaml: registry.model_package_group: required key is missing$"):
+    with pytest.raises(
+        ConfigError, match=r"^config/base.yaml: registry.model_package_group: required key is missing$"
+    ):
         load_config("local")
 
 
 def test_error_from_environment_variable_names_the_variable():
     with pytest.raises(ConfigError) as err:
         load_config("local", environ={"MLOPS__STEPS__TRAIN__INSTANCE_COUNT": "0"})
-    assert str(err.value) == "$MLOPS__STEPS__TRAIN__INSTANCE_COUNT: steps.train.instance_count: must be >= 1 (got 0)"
+    assert (
+        str(err.value)
+        == "$MLOPS__STEPS__TRAIN__INSTANCE_COUNT: steps.train.instance_count: must be >= 1 (got 0)"
+    )
 
 
 def test_unknown_environment_and_bad_yaml(config_dir):
@@ -112,13 +147,19 @@ def test_cli_exit_code_2_and_one_red_line_and_nothing_written(config_dir, tmp_pa
 
 def test_cli_subprocess_exit_code(config_dir):
     _write_overlay(config_dir, _local_with("aws.bucket", "Bad_Bucket"))
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "config", "--env", "bad"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "config", "--env", "bad"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
-    assert re.fullmatch(r"error: config/bad.yaml: aws.bucket: not a valid S3 bucket name \(got 'Bad_Bucket'\)\n", proc.stderr)
+    assert re.fullmatch(
+        r"error: config/bad.yaml: aws.bucket: not a valid S3 bucket name \(got 'Bad_Bucket'\)\n", proc.stderr
+    )
 
 
 def test_no_account_region_role_bucket_or_instance_type_in_python_code():
-    pattern = re.compile(r"\b\d{12}\b|[a-z]{2}-(east|west|central|north|south)-\d|\bml\.[a-z0-9]+\.[a-z0-9]+\b")
+    pattern = re.compile(
+        r"\b\d{12}\b|[a-z]{2}-(east|west|central|north|south)-\d|\bml\.[a-z0-9]+\.[a-z0-9]+\b"
+    )
     offenders = []
     for path in list((ROOT / "pipelines").rglob("*.py")) + list((ROOT / "steps").rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):

@@ -19,14 +19,33 @@ def processing(name, depends_on=(), uri="s3://bucket/in/"):
         "Type": "Processing",
         "DependsOn": list(depends_on) or None,
         "Arguments": {
-            "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30}},
+            "ProcessingResources": {
+                "ClusterConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30}
+            },
             "AppSpecification": {"ImageUri": "image", "ContainerEntrypoint": ["python3", "-c", "pass"]},
             "RoleArn": "arn:aws:iam::123456789012:role/example",
             "ProcessingInputs": [
-                {"InputName": "in", "S3Input": {"S3Uri": uri, "LocalPath": "/opt/ml/processing/input", "S3DataType": "S3Prefix", "S3InputMode": "File"}}
+                {
+                    "InputName": "in",
+                    "S3Input": {
+                        "S3Uri": uri,
+                        "LocalPath": "/opt/ml/processing/input",
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                    },
+                }
             ],
             "ProcessingOutputConfig": {
-                "Outputs": [{"OutputName": "out", "S3Output": {"S3Uri": "s3://bucket/out/", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]
+                "Outputs": [
+                    {
+                        "OutputName": "out",
+                        "S3Output": {
+                            "S3Uri": "s3://bucket/out/",
+                            "LocalPath": "/opt/ml/processing/output",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ]
             },
         },
     }
@@ -48,8 +67,16 @@ def test_valid_hand_written_definition():
 
 
 BAD = [
-    ("cycle", definition(processing("A", ["B"]), processing("B", ["A"])), "the pipeline has a cycle through steps: A, B"),
-    ("unknown DependsOn", definition(processing("A", ["Nope"])), "step 'A': DependsOn names unknown step 'Nope'"),
+    (
+        "cycle",
+        definition(processing("A", ["B"]), processing("B", ["A"])),
+        "the pipeline has a cycle through steps: A, B",
+    ),
+    (
+        "unknown DependsOn",
+        definition(processing("A", ["Nope"])),
+        "step 'A': DependsOn names unknown step 'Nope'",
+    ),
     (
         "unknown step reference",
         definition(processing("A", uri={"Get": "Steps.Ghost.ProcessingOutputConfig"})),
@@ -57,7 +84,9 @@ BAD = [
     ),
     (
         "bad property path",
-        definition(processing("A"), processing("B", uri={"Get": "Steps.A.ProcessingOutputConfig.Outputz['out']"})),
+        definition(
+            processing("A"), processing("B", uri={"Get": "Steps.A.ProcessingOutputConfig.Outputz['out']"})
+        ),
         "B: reference \"Steps.A.ProcessingOutputConfig.Outputz['out']\": 'Outputz' is not a property here",
     ),
     (
@@ -83,7 +112,9 @@ def test_botocore_catches_bad_request_fields():
     step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = "two"
     step["Arguments"]["Bogus"] = 1
     found = [str(f) for f in validate_definition(definition(step))]
-    assert any("Invalid type for parameter ProcessingResources.ClusterConfig.InstanceCount" in f for f in found)
+    assert any(
+        "Invalid type for parameter ProcessingResources.ClusterConfig.InstanceCount" in f for f in found
+    )
     assert any('Unknown parameter in input: "Bogus"' in f for f in found)
 
 

@@ -19,11 +19,17 @@ def build(ctx: StepContext, preprocess, train):
     report = PropertyFile(name=REPORT, output_name="evaluation", path=REPORT_FILE)
     args = processor.run(
         inputs=[
-            processing_input("model", train.properties.ModelArtifacts.S3ModelArtifacts, f"{PROCESSING_ROOT}/input/model"),
+            processing_input(
+                "model", train.properties.ModelArtifacts.S3ModelArtifacts, f"{PROCESSING_ROOT}/input/model"
+            ),
             processing_input("test", split_uri(preprocess, "test"), f"{PROCESSING_ROOT}/input/test"),
             code_input(ctx.code_bundle("evaluate")),
         ],
-        outputs=[processing_output("evaluation", ctx.output_uri("evaluate", "evaluation"), f"{PROCESSING_ROOT}/evaluation")],
+        outputs=[
+            processing_output(
+                "evaluation", ctx.output_uri("evaluate", "evaluation"), f"{PROCESSING_ROOT}/evaluation"
+            )
+        ],
     )
     step = ProcessingStep(
         name=NAME,
@@ -39,4 +45,7 @@ def build(ctx: StepContext, preprocess, train):
 def report_uri(step):
     from sagemaker.core.workflow.functions import Join
 
-    return Join(on="/", values=[step.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, REPORT_FILE])
+    return Join(
+        on="/",
+        values=[step.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, REPORT_FILE],
+    )

@@ -49,12 +49,15 @@ def build(ctx: StepContext, preprocess, depends_on):
             max_wait_time_in_seconds=t.spot.max_wait_s if t.spot.enabled else None,
         ),
         checkpoint_config=CheckpointConfig(
-            s3_uri=t.spot.checkpoint_s3_uri or f"{s3_root}/checkpoints/train", local_path="/opt/ml/checkpoints"
+            s3_uri=t.spot.checkpoint_s3_uri or f"{s3_root}/checkpoints/train",
+            local_path="/opt/ml/checkpoints",
         ),
         output_data_config=OutputDataConfig(s3_output_path=f"{s3_root}/models", kms_key_id=ctx.kms_key),
         hyperparameters=t.hyperparameters.model_dump(),
         tags=[{"key": k, "value": v} for k, v in sorted(ctx.cfg.aws.tags.items())] or None,
-    ).with_metric_definitions([MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
+    ).with_metric_definitions(
+        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+    )
     args = trainer.train(
         input_data_config=[
             InputData(channel_name="train", data_source=split_uri(preprocess, "train")),

@@ -25,7 +25,9 @@ def build(ctx: StepContext, preprocess):
             code_input(ctx.code_bundle("validate_data")),
         ],
         outputs=[
-            processing_output("report", ctx.output_uri("validate-data", "report"), f"{PROCESSING_ROOT}/output/report")
+            processing_output(
+                "report", ctx.output_uri("validate-data", "report"), f"{PROCESSING_ROOT}/output/report"
+            )
         ],
         arguments=["--suite", f"{PROCESSING_ROOT}/input/suite/{Path(suite).name}"],
     )

@@ -1,0 +1,62 @@
+"""The model-deploy DAG: approved package -> model -> staging endpoint -> smoke test -> production.
+
+Started by the approval event (EventBridge passes the package ARN as ``ModelPackageArn``). Production gets
+blue/green traffic shifting with automatic rollback on CloudWatch alarms, then target-tracking autoscaling.
+``TargetStage=staging`` stops after the smoke test.
+"""
+
+from __future__ import annotations
+
+from steps.context import StepContext
+from steps.endpoint import step as endpoint
+from steps.endpoint_ops import step as endpoint_ops
+from steps.smoke_test import step as smoke_test
+
+PROMOTE_NAME = "PromoteToProduction"
+
+
+def parameters(cfg) -> dict:
+    from sagemaker.core.workflow.parameters import ParameterString
+
+    return {
+        "ModelPackageArn": ParameterString(name="ModelPackageArn"),
+        "TargetStage": ParameterString(
+            name="TargetStage", default_value="production", enum_values=["staging", "production"]
+        ),
+        "SmokeTestDataUri": ParameterString(name="SmokeTestDataUri", default_value=cfg.data.input_uri),
+    }
+
+
+def build_pipeline(ctx: StepContext):
+    from sagemaker.core.workflow.conditions import ConditionEquals
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+
+    cfg = ctx.cfg
+    params = parameters(cfg)
+    ctx = StepContext(cfg=cfg, session=ctx.session, bundles=ctx.bundles, parameters=params)
+
+    model = endpoint.build_model(ctx, params["ModelPackageArn"])
+    staging_config = endpoint.build_endpoint_config(ctx, "staging", cfg.endpoints.staging, model)
+    staging = endpoint.build_endpoint(ctx, "staging", cfg.endpoints.staging, staging_config)
+    smoke = smoke_test.build(ctx, params["SmokeTestDataUri"], staging)
+
+    production_config = endpoint.build_endpoint_config(ctx, "production", cfg.endpoints.production, model)
+    alarms = endpoint_ops.build_alarms(ctx, "production")
+    production = endpoint.build_endpoint(
+        ctx, "production", cfg.endpoints.production, production_config, depends_on=[s for s in (alarms,) if s]
+    )
+    scaling = endpoint_ops.build_autoscaling(ctx, "production", production)
+    promote = ConditionStep(
+        name=PROMOTE_NAME,
+        depends_on=[smoke],
+        conditions=[ConditionEquals(left=params["TargetStage"], right="production")],
+        if_steps=[s for s in (production_config, alarms, production, scaling) if s],
+        else_steps=[],
+    )
+    return Pipeline(
+        name=cfg.project.deploy_pipeline,
+        parameters=list(params.values()),
+        steps=[model, staging_config, staging, smoke, promote],
+        sagemaker_session=ctx.session,
+    )

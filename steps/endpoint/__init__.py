@@ -1,0 +1,1 @@
+"""Model, endpoint config and endpoint steps of the model-deploy pipeline."""

@@ -1,0 +1,1 @@
+"""CloudWatch rollback alarms and autoscaling of an endpoint (no SageMaker step type covers them)."""

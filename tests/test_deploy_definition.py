@@ -1,0 +1,106 @@
+"""The compiled model-deploy definition and the requests its API-calling steps make."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.validate import validate_definition, validate_request
+from steps.endpoint_ops.code.endpoint_ops import alarm_names, alarm_requests, scaling_requests
+from steps.smoke_test.code.smoke_test import run_smoke_test
+
+from .test_compile import steps_by_name
+
+
+def _botocore_errors(service: str, operation: str, request: dict) -> list[str]:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(request, model.input_shape)
+    return report.generate_report().splitlines() if report.has_errors() else []
+
+
+def test_deploy_dag(compiled_prod):
+    d = compiled_prod.definition("model-deploy")
+    steps = steps_by_name(d)
+    assert [s["Name"] for s in d["Steps"]] == [
+        "CreateModel",
+        "StagingEndpointConfig",
+        "StagingEndpoint",
+        "SmokeTest",
+        "PromoteToProduction",
+    ]
+    assert {p["Name"] for p in d["Parameters"]} == {"ModelPackageArn", "TargetStage", "SmokeTestDataUri"}
+    assert steps["CreateModel"]["Arguments"]["Containers"] == [
+        {"ModelPackageName": {"Get": "Parameters.ModelPackageArn"}}
+    ]
+    promote = steps["PromoteToProduction"]["Arguments"]
+    assert [s["Name"] for s in promote["IfSteps"]] == [
+        "ProductionEndpointConfig",
+        "ProductionAlarms",
+        "ProductionEndpoint",
+        "ProductionAutoscaling",
+    ]
+    assert steps["SmokeTest"]["DependsOn"] == ["StagingEndpoint"]
+    assert validate_definition(d) == []
+
+
+def test_endpoint_config_data_capture_kms_and_blue_green_rollback(compiled_prod):
+    steps = steps_by_name(compiled_prod.definition("model-deploy"))
+    config = steps["ProductionEndpointConfig"]["Arguments"]
+    assert config["KmsKeyId"] == "alias/digits-prod"
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+    (variant,) = config["ProductionVariants"]
+    assert variant["InstanceType"] == "ml.m5.large" and variant["InitialInstanceCount"] == 2
+    deployment = steps["ProductionEndpoint"]["Arguments"]["DeploymentConfig"]
+    routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {
+        "Type": "CANARY",
+        "WaitIntervalInSeconds": 300,
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+    }
+    assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == alarm_names(
+        "digits-production"
+    )
+    assert validate_request("CreateEndpoint", steps["ProductionEndpoint"]["Arguments"]) == []
+
+
+def test_alarm_and_autoscaling_requests_are_valid_for_botocore():
+    for request in alarm_requests("digits-production", 0.01, 200, 2):
+        assert _botocore_errors("cloudwatch", "PutMetricAlarm", request) == []
+    target, policy = scaling_requests("digits-production", 2, 6, 200.0)
+    assert _botocore_errors("application-autoscaling", "RegisterScalableTarget", target) == []
+    assert _botocore_errors("application-autoscaling", "PutScalingPolicy", policy) == []
+    assert target["ResourceId"] == "endpoint/digits-production/variant/AllTraffic"
+
+
+def _invoker(label_for, status=200, delay=0.0):
+    import time
+
+    def invoke(body, content_type):
+        time.sleep(delay)
+        row = json.loads(body)["instances"][0]
+        return status, json.dumps({"predictions": [{"label": label_for(row)}]}).encode()
+
+    return invoke
+
+
+@pytest.mark.parametrize(
+    "invoker,passed,reason",
+    [
+        (_invoker(lambda row: int(row[0])), True, None),
+        (_invoker(lambda row: 0), False, "accuracy 0.100 below the floor 0.85"),
+        (_invoker(lambda row: int(row[0]), status=500), False, "10 failed request(s), first: status 500"),
+        (_invoker(lambda row: int(row[0]), delay=0.02), False, "above 10.0 ms"),
+    ],
+    ids=["passes", "accuracy", "errors", "latency"],
+)
+def test_smoke_test_checks(invoker, passed, reason):
+    rows = [[float(i)] + [0.0] * 63 for i in range(10)]
+    labels = list(range(10))
+    report = run_smoke_test(invoker, rows, labels, min_accuracy=0.85, max_p95_ms=10.0)
+    assert report["passed"] is passed
+    if reason:
+        assert reason in report["reason"]
