@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if args.debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.root.handlers:
+        handler.setLevel(level)  # SDK modules set their own loggers to DEBUG: filter at the handler
     if not getattr(args, "func", None):
         if not argv:
             # A fresh clone's `mlops` runs the whole pipeline locally: the project's main job.

@@ -6,9 +6,11 @@ sorted, nothing is time-stamped, and the SDK session refuses any AWS call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,55 @@ def compile_pipelines(cfg: Config) -> Compiled:
             f"could not build the pipeline definition: {type(exc).__name__}: {exc}"
         ) from exc
     return Compiled(definitions, names, bundles.sorted())
+
+
+def _source_digest(cfg: Config) -> str:
+    """What a compile depends on: the resolved config, the project's Python and step code, the SDK."""
+    from importlib.metadata import version
+
+    from pipelines import PROJECT_ROOT
+    from pipelines.bundles import IGNORED_DIRS
+
+    h = hashlib.sha256(cfg.model_dump_json().encode())
+    h.update(version("sagemaker").encode())
+    for top in ("pipelines", "steps", "config"):
+        for path in sorted((PROJECT_ROOT / top).rglob("*")):
+            if path.is_file() and not IGNORED_DIRS.intersection(path.parts) and path.suffix != ".pyc":
+                h.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def compile_cached(cfg: Config, cache_root: Path) -> Compiled:
+    """``compile_pipelines`` memoised on disk: an unchanged tree and config skip the SDK (seconds) entirely."""
+    entry = Path(cache_root) / _source_digest(cfg)
+    index = entry / "compiled.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        bundles = [
+            Bundle(b["name"], b["sha256"], b["s3_uri"], entry / "bundles" / b["name"] / b["sha256"], tuple(b["files"]))
+            for b in data["bundles"]
+        ]
+        if all(b.source.is_dir() for b in bundles):
+            return Compiled(data["definitions"], data["pipeline_names"], bundles)
+    compiled = compile_pipelines(cfg)
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=cache_root))
+    for b in compiled.bundles:
+        shutil.copytree(b.source, stage / "bundles" / b.name / b.sha256)
+    (stage / "compiled.json").write_text(
+        json.dumps(
+            {
+                "definitions": compiled.definitions,
+                "pipeline_names": compiled.pipeline_names,
+                "bundles": [{"name": b.name, "sha256": b.sha256, "s3_uri": b.s3_uri, "files": list(b.files)} for b in compiled.bundles],
+            }
+        )
+    )
+    try:
+        os.replace(stage, entry)
+    except OSError:  # another run cached the same entry first
+        shutil.rmtree(stage, ignore_errors=True)
+    return compiled
 
 
 def _deploy_module():

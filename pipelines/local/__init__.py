@@ -1,0 +1,1 @@
+"""Local executor: runs a SageMaker pipeline definition JSON on this machine, without Docker or AWS."""
