@@ -1,0 +1,263 @@
+"""infra/mlops.yaml: cfn-lint, checkov, least privilege, parameters from config, bootstrap on moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from pipelines.aws import events, infra
+from pipelines.config import load_config
+from pipelines.errors import ConfigError
+
+from .conftest import ACCOUNT, REGION, ROOT
+
+REPO = "https://github.com/example/digits.git"
+# moto's CloudFormation skips resource types it does not model (CodeBuild, Scheduler, policies) with a warning.
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+TEMPLATE = infra.load_template()
+
+
+def _valid(service: str, operation: str, request: dict) -> None:
+    shape = botocore.session.get_session().get_service_model(service).operation_model(operation).input_shape
+    report = ParamValidator().validate(request, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def _cfn_lint() -> str:
+    beside = Path(sys.executable).with_name("cfn-lint")  # the venv's script, even when not on PATH
+    return str(beside) if beside.exists() else shutil.which("cfn-lint") or "cfn-lint"
+
+
+def test_cfn_lint_is_clean():
+    run = subprocess.run(
+        [_cfn_lint(), *map(str, sorted((ROOT / "infra").glob("*.yaml")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (run.returncode, run.stdout + run.stderr) == (0, "")
+
+
+def _checkov() -> str | None:
+    return os.environ.get("CHECKOV_BIN") or shutil.which("checkov")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _checkov() is None, reason="checkov not installed (pipx install checkov, or set CHECKOV_BIN)"
+)
+def test_checkov_has_no_failed_check_and_every_skip_has_a_reason():
+    run = subprocess.run(
+        [
+            _checkov(),
+            "-d",
+            str(ROOT / "infra"),
+            "--framework",
+            "cloudformation",
+            "-o",
+            "json",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(run.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [c for r in reports for c in r["results"]["failed_checks"]]
+    skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
+    assert [(c["check_id"], c["resource"]) for c in failed] == []
+    assert all(len((c.get("check_result") or {}).get("suppress_comment", "")) > 20 for c in skipped), skipped
+    assert sum(r["summary"]["passed"] for r in reports) > 30
+
+
+def _statements(node):
+    """Every IAM statement anywhere in the template (role policies, key, bucket and queue policies)."""
+    if isinstance(node, dict):
+        if "Statement" in node and isinstance(node["Statement"], list):
+            yield from node["Statement"]
+        for value in node.values():
+            yield from _statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _statements(value)
+
+
+def _as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def test_no_allow_statement_grants_a_wildcard_action_on_a_wildcard_resource():
+    statements = list(_statements(TEMPLATE["Resources"]))
+    assert len(statements) > 20
+    for st in statements:
+        if st.get("Effect") != "Allow":
+            continue
+        actions = _as_list(st.get("Action", []))
+        resources = _as_list(st.get("Resource", []))
+        assert "*" not in actions, st
+        if "*" in resources:
+            assert not any(a.endswith(":*") for a in actions), st
+
+
+def test_the_template_rule_is_the_pattern_events_py_defines(cfg):
+    params = infra.render_parameters(cfg, repo_url=REPO)
+    resolver = infra.Resolver(TEMPLATE, params, ACCOUNT, REGION)
+    rule = resolver.resource("ModelApprovedRule")
+    assert rule["EventPattern"] == events.approval_event_pattern(cfg.registry.model_package_group)
+    (target,) = rule["Targets"]
+    assert target["Arn"] == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{cfg.project.deploy_pipeline}"
+    assert (
+        target["SageMakerPipelineParameters"]["PipelineParameterList"]
+        == events.approval_pipeline_parameters()
+    )
+    _valid("events", "PutTargets", {"Rule": rule["Name"], "Targets": rule["Targets"]})
+
+
+def test_rendered_parameters_fill_every_template_parameter(cfg, tmp_path):
+    params = infra.render_parameters(cfg, repo_url=REPO)
+    declared = TEMPLATE["Parameters"]
+    assert set(params) <= set(declared)
+    assert {k for k, spec in declared.items() if "Default" not in spec} <= set(params)
+    assert params["ExecutionRoleName"] == "digits-ci-sagemaker-execution"
+    assert params["KmsAliasName"] == "alias/digits-ci"
+    assert (params["ScheduleExpression"], params["ScheduleTimezone"]) == (
+        "cron(15 4 ? * TUE *)",
+        "Europe/Berlin",
+    )
+    path = infra.write_parameters(params, tmp_path / "out" / "ci.parameters.json")
+    assert json.loads(path.read_text()) == infra.cfn_parameters(params)
+    assert [p.name for p in path.parent.iterdir()] == ["ci.parameters.json"]  # no temp file left
+    _valid("cloudformation", "CreateStack", {"StackName": "s", "Parameters": infra.cfn_parameters(params)})
+
+
+def test_repository_url_comes_from_the_origin_remote(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert infra.repository_url(tmp_path) is None
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:org/digits.git"], check=True
+    )
+    assert infra.repository_url(tmp_path) == "https://github.com/org/digits.git"
+
+
+def test_render_without_a_repository_says_how_to_give_one(cfg, monkeypatch):
+    monkeypatch.setattr(
+        infra, "repository_url", lambda root=None: None
+    )  # a checkout without an origin remote
+    with pytest.raises(ConfigError, match="no git remote 'origin'.*--repo-url"):
+        infra.render_parameters(cfg)
+
+
+@pytest.mark.parametrize(
+    "window, expected", [(20, {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 20}), (0, {"Mode": "OFF"})]
+)
+def test_schedule_exists_with_our_cron_and_target(moto, ci_config_dir, window, expected):
+    cfg = load_config(
+        "ci", directory=ci_config_dir, environ={"MLOPS__SCHEDULE__FLEXIBLE_WINDOW_MINUTES": str(window)}
+    )
+    resolver = infra.Resolver(TEMPLATE, infra.render_parameters(cfg, repo_url=REPO), ACCOUNT, REGION)
+    dlq = boto3.client("sqs").create_queue(QueueName=f"{cfg.project.name}-{cfg.env}-trigger-dlq")["QueueUrl"]
+    resolver.attributes["DeadLetterQueue.Arn"] = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    resolver.attributes["SchedulerRole.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/scheduler"
+    request = resolver.resource("RetrainingSchedule")
+    _valid("scheduler", "CreateSchedule", request)
+    boto3.client("scheduler").create_schedule(**request)
+
+    got = boto3.client("scheduler").get_schedule(Name=f"{cfg.project.name}-{cfg.env}-retrain")
+    assert got["ScheduleExpression"] == cfg.schedule.cron == "cron(15 4 ? * TUE *)"
+    assert got["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert got["State"] == "ENABLED"
+    assert got["FlexibleTimeWindow"] == expected
+    assert (
+        got["Target"]["Arn"] == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{cfg.project.build_pipeline}"
+    )
+    assert got["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == cfg.retry.max_attempts
+    assert got["Target"]["DeadLetterConfig"]["Arn"].endswith(":digits-ci-trigger-dlq")
+
+
+def test_bootstrap_deploys_the_stack_and_a_second_run_changes_nothing(aws, cfg):
+    params = infra.render_parameters(cfg, repo_url=REPO)
+    seen = []
+    result = infra.bootstrap(aws, cfg, params, on_event=seen.append, poll_s=0.05)
+    assert (result.action, result.status) == ("created", "CREATE_COMPLETE")
+    assert any(e["ResourceStatus"] == "CREATE_COMPLETE" for e in seen)
+
+    # moto's bucket handler applies encryption and tags only; versioning and the public access block
+    # are checked on the template (test_bucket_is_versioned_private_and_tls_only).
+    s3 = boto3.client("s3")
+    rule = s3.get_bucket_encryption(Bucket=cfg.aws.bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    role = boto3.client("iam").get_role(RoleName="digits-ci-sagemaker-execution")["Role"]
+    assert role["Arn"] == cfg.aws.role_arn
+    aliases = {a["AliasName"] for a in boto3.client("kms").list_aliases()["Aliases"]}
+    assert "alias/digits-ci" in aliases
+
+    ev = boto3.client("events")
+    deployed = ev.describe_rule(Name="digits-ci-model-approved")
+    pattern = json.loads(deployed["EventPattern"])
+    assert pattern == events.approval_event_pattern(cfg.registry.model_package_group)
+    assert events.matches(pattern, events.sample_state_change_event(cfg.registry.model_package_group))
+    assert not events.matches(
+        pattern, events.sample_state_change_event(cfg.registry.model_package_group, "Rejected")
+    )
+    (target,) = ev.list_targets_by_rule(Rule="digits-ci-model-approved")["Targets"]
+    assert (
+        target["SageMakerPipelineParameters"]["PipelineParameterList"]
+        == events.approval_pipeline_parameters()
+    )
+
+    again = infra.bootstrap(aws, cfg, params, poll_s=0.05)
+    assert (again.action, again.status) == ("unchanged", "CREATE_COMPLETE")
+
+
+def test_bucket_is_versioned_private_and_tls_only(cfg):
+    resolver = infra.Resolver(TEMPLATE, infra.render_parameters(cfg, repo_url=REPO), ACCOUNT, REGION)
+    bucket = resolver.resource("ArtifactBucket")
+    assert bucket["BucketName"] == cfg.aws.bucket
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert sse == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "ArtifactKey-Arn"}
+    (deny,) = resolver.resource("ArtifactBucketPolicy")["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+    project = resolver.resource("BuildProject")
+    assert project["Triggers"]["FilterGroups"] == [
+        [{"Type": "EVENT", "Pattern": "PUSH"}, {"Type": "HEAD_REF", "Pattern": "^refs/heads/main$"}]
+    ]
+    assert project["Source"] == {
+        "Type": "GITHUB",
+        "Location": REPO,
+        "BuildSpec": "buildspec.yml",
+        "GitCloneDepth": 1,
+        "ReportBuildStatus": True,
+    }
+    assert {"Name": "MLOPS_ENV", "Value": "ci"} in project["Environment"]["EnvironmentVariables"]
+
+
+def test_bootstrap_request_validates(cfg):
+    params = infra.render_parameters(cfg, repo_url=REPO)
+    _valid(
+        "cloudformation",
+        "CreateChangeSet",
+        {
+            "StackName": infra.stack_name(cfg),
+            "ChangeSetName": "mlops-1",
+            "ChangeSetType": "CREATE",
+            "TemplateBody": Path(infra.TEMPLATE).read_text(),
+            "Parameters": infra.cfn_parameters(params),
+            "Capabilities": infra.CAPABILITIES,
+            "Tags": [{"Key": "k", "Value": "v"}],
+        },
+    )
+    assert len(Path(infra.TEMPLATE).read_text().encode()) < 51200  # TemplateBody limit

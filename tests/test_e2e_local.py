@@ -1,0 +1,163 @@
+"""End to end: the compiled model-build definition run by `mlops run` on real parts.
+
+Real SDK-compiled definition, real great-expectations, real 2-process DDP (torchrun over 2 namespaced
+hosts). One home for the module: the first run trains; later cases reuse its cache where SageMaker would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.local.home import Home
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("mlops-home")
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main(["run", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def show(capsys, home, execution_id) -> dict:
+    assert main(["executions", "show", execution_id, "--home", str(home), "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    record["steps"] = {s["name"]: s for s in record["steps"]}
+    return record
+
+
+def latest(home) -> dict:
+    return Home.open(home).executions(limit=1)[0]
+
+
+def packages(home) -> list[dict]:
+    return Home.open(home).model_packages()
+
+
+def test_happy_path_registers_one_pending_version_with_metrics(home, capsys):
+    code, out = run(capsys, "--home", str(home))
+    assert code == 0, out
+    assert "Succeeded" in out
+    execution = show(capsys, home, latest(home)["id"])
+    steps = execution["steps"]
+    assert {n: s["status"] for n, s in steps.items()} == {
+        "Preprocess": "Succeeded", "ValidateData": "Succeeded", "Train": "Succeeded", "Evaluate": "Succeeded",
+        "CheckMetric": "Succeeded", "RegisterModel": "Succeeded", "MetricBelowThreshold": "NotExecuted",
+    }  # fmt: skip
+    assert steps["Train"]["metrics"]["validation:accuracy"] >= 0.9
+    (package,) = packages(home)
+    assert package["approval_status"] == "PendingManualApproval"
+    assert package["group_name"] == "digits-classifier"
+    metrics = json.dumps(package["metrics"])
+    accuracy = package["metrics"]["ModelQuality.Statistics"]["Content"]["multiclass_classification_metrics"]["accuracy"]["value"]
+    assert accuracy >= 0.9, metrics
+
+
+def test_second_run_is_served_from_cache(home, capsys):
+    code, out = run(capsys, "--home", str(home))
+    assert code == 0, out
+    steps = show(capsys, home, latest(home)["id"])["steps"]
+    for name in ("Preprocess", "ValidateData", "Train", "Evaluate"):
+        assert steps[name]["cache_hit"] is True, name
+
+
+def test_high_threshold_takes_the_fail_branch_and_registers_nothing(home, capsys):
+    before = len(packages(home))
+    code, out = run(capsys, "--home", str(home), "--param", "MetricThreshold=0.999")
+    assert code == 1
+    execution = latest(home)
+    assert execution["status"] == "Failed"
+    assert execution["failure_reason"].startswith("Model not registered: accuracy 0.9")
+    assert execution["failure_reason"].endswith("is below the threshold 0.999")
+    assert len(packages(home)) == before
+
+
+def test_parameter_of_the_wrong_type_is_refused_before_anything_runs(home, capsys):
+    before = len(Home.open(home).executions(limit=1000))
+    code, out = run(capsys, "--home", str(home), "--param", "MetricThreshold=high")
+    assert code == 2
+    assert "MetricThreshold" in out and "high" in out
+    assert len(Home.open(home).executions(limit=1000)) == before
+
+
+def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, capsys, tmp_path):
+    from pipelines.data import write_digits_csv
+    from pipelines.local.s3store import S3Store
+
+    csv = tmp_path / "digits.csv"
+    write_digits_csv(csv)
+    lines = csv.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[3] = "99"  # a pixel out of [0, 16]
+    lines[5] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    corrupt = "s3://mlops-local/digits/local/data/corrupt/"
+    S3Store(Home.open(home).s3_root).put_file(corrupt + "digits.csv", csv)
+    before = len(packages(home))
+
+    code, out = run(capsys, "--home", str(home), "--param", f"InputDataUri={corrupt}")
+    assert code == 1
+    execution = show(capsys, home, latest(home)["id"])
+    gate = execution["steps"]["ValidateData"]
+    assert gate["status"] == "Failed"
+    assert "data quality failed" in gate["failure_reason"] and "pixel_3" in gate["failure_reason"]
+    assert execution["steps"]["Train"]["status"] != "Succeeded"
+    reports = list((home / "executions").glob(f"{execution['id']}/ValidateData/**/validation.json"))
+    assert reports, "the great-expectations report is kept"
+    assert list(reports[0].parent.glob("data_docs/**/index.html"))
+    assert len(packages(home)) == before
+
+
+def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, capsys, tmp_path):
+    from pipelines.compile import compile_pipelines
+    from pipelines.config import load_config
+
+    good = compile_pipelines(load_config("local")).definition()
+    broken = copy.deepcopy(good)
+    train = next(s for s in broken["Steps"] if s["Name"] == "Train")
+    train["Arguments"]["HyperParameters"]["epochs"] = "many"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    code, out = run(capsys, "--home", str(home), "--definition", str(path), "--name", "digits-model-build")
+    assert code == 1
+    failed = show(capsys, home, latest(home)["id"])
+    assert failed["steps"]["Train"]["status"] == "Failed"
+    assert "invalid int value: 'many'" in failed["steps"]["Train"]["failure_reason"]
+    assert failed["steps"]["Evaluate"]["status"] in ("Pending", "NotExecuted", None) or "Evaluate" not in failed["steps"]
+
+    fixed = copy.deepcopy(good)
+    next(s for s in fixed["Steps"] if s["Name"] == "Train")["Arguments"]["HyperParameters"]["epochs"] = "6"
+    path.write_text(json.dumps(fixed))
+    code, out = run(capsys, "--home", str(home), "--definition", str(path), "--resume", failed["id"])
+    assert code == 0, out
+    resumed = show(capsys, home, failed["id"])
+    assert resumed["status"] == "Succeeded"
+    # the steps that had succeeded keep their first record; only Train and what follows ran again
+    for name in ("Preprocess", "ValidateData"):
+        assert resumed["steps"][name]["started_at"] == failed["steps"][name]["started_at"], name
+    assert resumed["steps"]["Train"]["cache_hit"] is False
+    assert resumed["steps"]["RegisterModel"]["status"] == "Succeeded"
+
+
+def test_two_concurrent_runs_in_one_home_do_not_interfere(home):
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--home", str(home)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = Home.open(home).executions(limit=2)
+    assert len({r["id"] for r in runs}) == 2 and all(r["status"] == "Succeeded" for r in runs)
+    versions = [p["version"] for p in packages(home)]
+    assert len(versions) == len(set(versions))
