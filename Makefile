@@ -12,7 +12,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check pipelines steps tests bench
-	$(BIN)/pytest
+	CHECKOV_BIN=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check pipelines steps tests bench

@@ -36,4 +36,11 @@ echo "==> installing the project into $VENV (extras: $EXTRAS)"
 # The CPU build of torch first: a range that it satisfies then installs nothing bigger.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+if [ "$EXTRAS" = dev ] && [ ! -x .venv-checkov/bin/checkov ]; then
+  # checkov pins old boto3/botocore that break the SageMaker SDK: it gets a virtualenv of its own.
+  echo "==> installing checkov into .venv-checkov"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install -q --upgrade pip
+  .venv-checkov/bin/python -m pip install -q checkov
+fi
 echo "$want" > "$stamp"
