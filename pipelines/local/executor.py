@@ -25,6 +25,7 @@ from typing import Any
 
 from pipelines.errors import DefinitionError, MlopsError
 from pipelines.local import model_steps
+from pipelines.local.arns import arn_prefix
 from pipelines.local.expressions import (
     Context,
     dumps_canonical,
@@ -324,7 +325,7 @@ class _Run:
         self.file_systems = file_systems
         self.on_event = on_event
         self.stop = stop
-        self.prefix = model_steps.arn_prefix(definition)
+        self.prefix = arn_prefix(definition)
         self.started = now()
         self.lock = threading.Lock()
         self.records: dict[str, StepRecord] = {n: StepRecord(n, s.type) for n, s in steps.items()}

@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from pipelines.local import sandbox
+from pipelines.local import arns, sandbox
 from pipelines.local.jobs.common import (
     ML,
     JobRequestError,
@@ -111,7 +111,7 @@ def run_processing_job(
     started = now()
     properties = {
         "ProcessingJobName": job_name,
-        "ProcessingJobArn": f"arn:aws:sagemaker:local:000000000000:processing-job/{job_name.lower()}",
+        "ProcessingJobArn": arns.job_arn(request, "processing-job", job_name),
         **{k: v for k, v in request.items()},
         "ProcessingStartTime": started.isoformat(),
     }

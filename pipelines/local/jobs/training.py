@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from pipelines.local import sandbox
+from pipelines.local import arns, sandbox
 from pipelines.local.jobs.channels import Channel, deliver, parse_channels
 from pipelines.local.jobs.common import (
     ML,
@@ -111,7 +111,13 @@ def _hp_value(raw: str):
 
 
 def training_env(
-    job_name: str, rc: dict, channels: list[Channel], hps: dict[str, str], ckpt_dir: str, num_gpus: int
+    job_name: str,
+    job_arn: str,
+    rc: dict,
+    channels: list[Channel],
+    hps: dict[str, str],
+    ckpt_dir: str,
+    num_gpus: int,
 ) -> dict[str, str]:
     """The ``SM_*`` variables that the SageMaker training toolkit sets (container paths)."""
     data_dir = f"{ML}/input/data"
@@ -150,7 +156,7 @@ def training_env(
     user_args = [x for k, v in hps.items() for x in (f"--{k}", str(v))]
     env = {
         "TRAINING_JOB_NAME": job_name,
-        "TRAINING_JOB_ARN": f"arn:aws:sagemaker:local:000000000000:training-job/{job_name.lower()}",
+        "TRAINING_JOB_ARN": job_arn,
         "SM_HOSTS": json.dumps(hosts),
         "SM_HOST_COUNT": str(len(hosts)),
         "SM_CURRENT_HOST": rc["current_host"],
@@ -257,7 +263,7 @@ def run_training_job(
     model_uri = f"{output_path}/{job_name}/output/model.tar.gz"
     properties = {
         "TrainingJobName": job_name,
-        "TrainingJobArn": f"arn:aws:sagemaker:local:000000000000:training-job/{job_name.lower()}",
+        "TrainingJobArn": arns.job_arn(request, "training-job", job_name),
         **{k: v for k, v in request.items()},
         "TrainingStartTime": started.isoformat(),
     }
@@ -294,7 +300,14 @@ def run_training_job(
             write_json(cfg / "hyperparameters.json", hps)
             write_json(cfg / "resourceconfig.json", rc)
             write_json(cfg / "inputdataconfig.json", {c.name: c.config for c in channels})
-            env = base_env({**training_env(job_name, rc, channels, hps, ckpt_local, num_gpus), **user_env})
+            env = base_env(
+                {
+                    **training_env(
+                        job_name, properties["TrainingJobArn"], rc, channels, hps, ckpt_local, num_gpus
+                    ),
+                    **user_env,
+                }
+            )
             mounts = [sandbox.Mount(ML, h.ml), *extra_mounts]
             if not ckpt_local.startswith(ML + "/"):
                 mounts.append(sandbox.Mount(ckpt_local, ckpt_dir))
