@@ -20,7 +20,6 @@ PLUGINS = (
     "pipelines.local.commands",
     "pipelines.serving.commands",
     "pipelines.aws.commands",
-    "pipelines.approval",
 )
 
 
