@@ -52,8 +52,8 @@ def resolve_parameters(parameters: list[dict[str, str]], event: dict[str, Any]) 
 def sample_state_change_event(
     group: str,
     status: str = "Approved",
-    account: str = "123456789012",
-    region: str = "eu-west-1",
+    account: str = "0" * 12,  # placeholders: tests and the local registry pass real values
+    region: str = "local",
     version: int = 1,
 ) -> dict[str, Any]:
     """A "SageMaker Model Package State Change" event shaped like the ones SageMaker emits."""
