@@ -31,13 +31,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model import build_model  # noqa: E402  (shipped beside this script)
 
 CHECKPOINT = Path("/opt/ml/checkpoints/checkpoint.pt")
+FAILURE_FILE = Path("/opt/ml/output/failure")
 LABEL = "label"
 NUM_CLASSES = 10
 SERVING_FILES = ("model.py", "inference.py")
 
 
+class TrainingError(Exception):
+    """A reason to stop that belongs in SageMaker's failure file, e.g. a bad hyperparameter."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise TrainingError(f"bad hyperparameter: {message}")
+
+
+def write_failure(reason: str) -> None:
+    """SageMaker reports /opt/ml/output/failure as the job's FailureReason; the first writer wins."""
+    try:
+        FAILURE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        with open(FAILURE_FILE, "x") as handle:
+            handle.write(reason[:1024])
+    except OSError:
+        pass  # another rank (or the driver) already explained the failure
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(description=__doc__.splitlines()[0])
     # Both spellings: SageMaker passes hyperparameter names exactly as the pipeline config wrote them.
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=64)
@@ -221,4 +241,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (TrainingError, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and (exc.code in (None, 0) or isinstance(exc.code, int)):
+            raise
+        write_failure(str(exc) if isinstance(exc, TrainingError) else str(exc.code))
+        print(exc, file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as exc:
+        write_failure(f"{type(exc).__name__}: {exc}")
+        raise
