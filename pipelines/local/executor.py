@@ -7,6 +7,7 @@ home's SQLite so that ``executions show`` and ``--resume`` work from another pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,7 +39,8 @@ from pipelines.local.home import Home, now
 log = logging.getLogger(__name__)
 
 JOB_TYPES = ("Processing", "Training")
-SUPPORTED_TYPES = (*JOB_TYPES, "Condition", "Fail", "RegisterModel", "Model", "CreateModel")
+ENDPOINT_TYPES = ("EndpointConfig", "Endpoint")
+SUPPORTED_TYPES = (*JOB_TYPES, "Condition", "Fail", "RegisterModel", "Model", "CreateModel", *ENDPOINT_TYPES)
 TERMINAL = ("Succeeded", "Failed", "Stopped", "NotExecuted")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
 # Request sections that name where a job writes, not what it reads: they stay out of the input digests.
@@ -310,6 +312,8 @@ class _Run:
         file_systems: dict[str, str] | None,
         on_event: Callable[[Event], None] | None,
         stop: threading.Event,
+        services: Any = None,
+        endpoint_ports: dict[str, int] | None = None,
     ):
         from pipelines.local.s3store import S3Store
 
@@ -323,6 +327,8 @@ class _Run:
         self.use_cache = use_cache
         self.max_parallel = max_parallel
         self.file_systems = file_systems
+        self.services = services
+        self.endpoint_ports = endpoint_ports or {}
         self.on_event = on_event
         self.stop = stop
         self.prefix = arn_prefix(definition)
@@ -512,6 +518,20 @@ class _Run:
         if step.type == "Fail":
             return _Outcome("Failed", {}, failure_reason=model_steps.fail_message(step.arguments, ctx))
         request = resolve(step.arguments, ctx)
+        if step.type in ENDPOINT_TYPES:
+            from pipelines.local import endpoint_steps
+
+            try:
+                if step.type == "EndpointConfig":
+                    props = endpoint_steps.create_endpoint_config(self.home, request, prefix=self.prefix)
+                else:
+                    port = self.endpoint_ports.get(request.get("EndpointName"))
+                    props = endpoint_steps.create_or_update_endpoint(
+                        self.home, self.store, request, prefix=self.prefix, port=port
+                    )
+            except MlopsError as err:
+                return _Outcome("Failed", {}, failure_reason=str(err))
+            return _Outcome("Succeeded", props)
         if step.type == "RegisterModel":
             props = model_steps.register_model(
                 self.home,
@@ -601,6 +621,7 @@ class _Run:
                     on_log=lambda host, line, _n=step.name: self.emit("log", _n, message=f"[{host}] {line}"),
                     cancel=self.stop,
                     file_systems=self.file_systems,
+                    services=self.services,
                 )
                 status, reason = result.status, result.failure_reason
             except MlopsError as err:
@@ -730,12 +751,15 @@ def run_definition(
     on_event: Callable[[Event], None] | None = None,
     pipeline_name: str | None = None,
     stop: threading.Event | None = None,
+    endpoint_ports: dict[str, int] | None = None,
 ) -> ExecutionRecord:
     """Run ``definition`` (the parsed pipeline definition JSON) locally and return what was recorded.
 
     Everything that can be checked is checked before the first step starts (step types, references,
     cycles, parameter names and types). ``resume`` re-runs only the steps of that execution that did not
     succeed; ``stop`` (or SIGINT/SIGTERM in the main thread) stops every job and records Stopped.
+    A definition with endpoint steps (a deploy pipeline) gets local stand-ins for the AWS APIs its jobs
+    call (``aws_standin``); ``endpoint_ports`` pins endpoint names to local ports.
     """
     h = Home.open(home)
     steps = plan(definition)
@@ -756,7 +780,13 @@ def run_definition(
         h.create_execution(execution_id, name, definition, values)
     parallel = max(1, max_parallel or os.cpu_count() or 1)
     status, reason = "Failed", "the executor stopped unexpectedly"
+    services = contextlib.ExitStack()
     try:
+        aws = None
+        if any(st.type in ENDPOINT_TYPES for st in steps.values()):
+            from pipelines.local.aws_standin import LocalAws
+
+            aws = services.enter_context(LocalAws(h.root, arn_prefix(definition).split(":")[3]))
         run = _Run(
             definition,
             steps,
@@ -769,11 +799,14 @@ def run_definition(
             file_systems=file_systems,
             on_event=on_event,
             stop=stop,
+            services=aws,
+            endpoint_ports=endpoint_ports,
         )
         run.restore(previous)
         with _Signals(stop):
             status, reason = run.run()
     finally:
+        services.close()
         h.finish_execution(execution_id, status, reason)
         h.add_event(execution_id, "execution-finished", None, reason or status)
         if on_event:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DefinitionError
+from pipelines.local import sandbox
 from pipelines.local.s3store import S3Store, S3StoreError, split_uri
 
 ML = "/opt/ml"
@@ -215,3 +216,8 @@ def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict
 
 
 LogCallback = Callable[[str, str], None]
+
+
+def service_env(services) -> dict[str, str]:
+    """Variables that point a job's AWS SDK at the local stand-ins (``aws_standin.LocalAws``), if any."""
+    return services.job_env(sandbox.sandbox_mode()) if services else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from pipelines.local import arns, sandbox
 from pipelines.local.jobs.common import (
@@ -26,6 +27,7 @@ from pipelines.local.jobs.common import (
     now,
     s3_objects,
     s3_uri,
+    service_env,
     shard,
     write_json,
 )
@@ -89,6 +91,7 @@ def run_processing_job(
     on_log: LogCallback | None = None,
     cancel: threading.Event | None = None,
     file_systems: dict[str, str] | None = None,
+    services: Any = None,
 ) -> JobResult:
     """Runs one processing job to the end; raises :class:`JobRequestError` before starting on a bad request."""
     count = get(request, "ProcessingResources.ClusterConfig.InstanceCount", int, 1)
@@ -102,7 +105,7 @@ def run_processing_job(
         )
     argv = [str(a) for a in entrypoint + get(request, "AppSpecification.ContainerArguments", list, [])]
     inputs, outputs = _parse_inputs(request), _parse_outputs(request)
-    env = base_env(get(request, "Environment", dict, {}))
+    env = base_env({**service_env(services), **get(request, "Environment", dict, {})})
     max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
 
     job_dir = Path(job_dir)
@@ -160,6 +163,7 @@ def run_processing_job(
         on_line=(lambda host, _stream, line: on_log(host, line)) if on_log else None,
         cancel=cancel,
         max_runtime=max_runtime,
+        bridges=services.bridges() if services else (),
     )
     if result.stopped:
         return finish("Stopped", "the job was stopped")

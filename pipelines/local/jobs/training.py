@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from pipelines.local import arns, sandbox
 from pipelines.local.jobs.channels import Channel, deliver, parse_channels
@@ -35,6 +36,7 @@ from pipelines.local.jobs.common import (
     make_host_dirs,
     now,
     s3_uri,
+    service_env,
     write_json,
 )
 from pipelines.local.s3store import S3Store
@@ -228,6 +230,7 @@ def run_training_job(
     on_log: LogCallback | None = None,
     cancel: threading.Event | None = None,
     file_systems: dict[str, str] | None = None,
+    services: Any = None,
 ) -> JobResult:
     """Runs one training job to the end; raises :class:`JobRequestError` before starting on a bad request."""
     algo = get(request, "AlgorithmSpecification", dict)
@@ -253,7 +256,7 @@ def run_training_job(
         get(request, "CheckpointConfig.LocalPath", str, f"{ML}/checkpoints"), "CheckpointConfig.LocalPath"
     )
     max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
-    user_env = get(request, "Environment", dict, {})
+    user_env = {**service_env(services), **get(request, "Environment", dict, {})}
     num_gpus = _num_gpus()
 
     job_dir = Path(job_dir)
@@ -331,6 +334,7 @@ def run_training_job(
             on_line=on_line,
             cancel=cancel,
             max_runtime=max_runtime,
+            bridges=services.bridges() if services else (),
         )
     finally:
         for f in feeders:

@@ -1,0 +1,124 @@
+"""EndpointConfig and Endpoint steps, locally: endpoint configs are recorded, endpoints are real servers.
+
+An Endpoint step resolves config -> production variant -> model -> container (a model package ARN from the
+local registry, or a ModelDataUrl) -> ``model.tar.gz`` in the store, unpacks it once per content hash and
+deploys it blue/green on the local endpoint of that name (``pipelines.serving``): the new version starts
+beside the serving one and takes the traffic only once it answers, else the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import MlopsError
+from pipelines.local.home import Home, atomic_write, now
+from pipelines.local.s3store import S3Store
+
+
+class EndpointStepError(MlopsError):
+    """A local endpoint step that cannot resolve its model or start its server."""
+
+
+def _configs_dir(home: Home) -> Path:
+    return home.root / "endpoint-configs"
+
+
+def create_endpoint_config(home: Home, request: Mapping[str, Any], *, prefix: str) -> dict[str, Any]:
+    name = request["EndpointConfigName"]
+    record = {
+        **request,
+        "EndpointConfigArn": f"{prefix}:endpoint-config/{name.lower()}",
+        "CreationTime": now(),
+    }
+    path = _configs_dir(home) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _load_config(home: Home, name: str) -> dict[str, Any]:
+    path = _configs_dir(home) / f"{name}.json"
+    if not path.is_file():
+        raise EndpointStepError(f"endpoint config {name!r} does not exist in {home.root}")
+    return json.loads(path.read_text())
+
+
+def _model_data(home: Home, model_name: str) -> tuple[str, str]:
+    """(model data S3 URI, a label for the version) of a recorded model."""
+    model = next((m for m in reversed(home.models()) if m["name"] == model_name), None)
+    if model is None:
+        raise EndpointStepError(f"model {model_name!r} was not created in {home.root}")
+    request = model["request"] if isinstance(model["request"], dict) else json.loads(model["request"])
+    container = request.get("PrimaryContainer") or (request.get("Containers") or [{}])[0]
+    if container.get("ModelDataUrl"):
+        return container["ModelDataUrl"], model_name
+    package_arn = container.get("ModelPackageName")
+    if not package_arn:
+        raise EndpointStepError(f"model {model_name!r} names neither ModelDataUrl nor ModelPackageName")
+    package = next((p for p in home.model_packages() if p["arn"] == package_arn), None)
+    if package is None:
+        raise EndpointStepError(f"model package {package_arn} is not in the local registry")
+    if package["approval_status"] != "Approved":
+        # SageMaker refuses to deploy what a reviewer has not approved; so do we
+        raise EndpointStepError(f"model package {package_arn} is {package['approval_status']}, not Approved")
+    return package["model_data_url"], f"{package['group_name']}/{package['version']}"
+
+
+def _unpack(home: Home, store: S3Store, uri: str) -> Path:
+    archive = store.path(uri)
+    if not archive.is_file():
+        raise EndpointStepError(f"model data {uri} is not in the local store")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+    dest = home.root / "models" / digest
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+        with tarfile.open(archive) as tar:
+            tar.extractall(stage, filter="data")
+        os.replace(stage, dest)
+    return dest
+
+
+def create_or_update_endpoint(
+    home: Home, store: S3Store, request: Mapping[str, Any], *, prefix: str, port: int | None
+) -> dict[str, Any]:
+    from pipelines.serving.supervisor import deploy_blue_green, free_port
+
+    name = request["EndpointName"]
+    config = _load_config(home, request["EndpointConfigName"])
+    variants = config.get("ProductionVariants") or []
+    if not variants:
+        raise EndpointStepError(f"endpoint config {config['EndpointConfigName']!r} has no production variant")
+    uri, version = _model_data(home, variants[0]["ModelName"])
+    model_dir = _unpack(home, store, uri)
+    existing = (home.root / "endpoints" / name / "state.json").is_file()
+    result = deploy_blue_green(
+        name,
+        model_dir,
+        smoke_test=lambda url: (
+            None
+        ),  # the new version already answers /ping; the pipeline's smoke test follows
+        port=None if existing else (port or free_port()),
+        home=home.root,
+        version=version,
+    )
+    if result.status != "Succeeded":
+        raise EndpointStepError(f"endpoint {name}: {result.status}: {result.reason}")
+    return {
+        "EndpointName": name,
+        "EndpointArn": f"{prefix}:endpoint/{name.lower()}",
+        "EndpointConfigName": config["EndpointConfigName"],
+        "EndpointStatus": "InService",
+        "ProductionVariants": [
+            {"VariantName": variants[0].get("VariantName", "AllTraffic"), "ModelVersion": version}
+        ],
+        "Url": result.endpoint.url if getattr(result, "endpoint", None) else None,
+        "LastModifiedTime": now(),
+    }
