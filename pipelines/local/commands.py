@@ -1,4 +1,4 @@
-"""CLI for the local executor: ``mlops run``, ``mlops executions list|show``, ``mlops models list``.
+"""CLI for the local executor: ``mlops run``, ``mlops executions list|show``, ``mlops models ...``.
 
 ``register(subparsers)`` adds the commands to the main parser; ``main()`` runs them on their own
 (``python -m pipelines.local.commands run ...``), which the tests and scripts use.
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.approval.commands import register as register_models
 from pipelines.errors import DefinitionError, MlopsError
 from pipelines.local.executor import ExecutionRecord, run_definition
 from pipelines.local.expressions import parse_assignments
@@ -63,18 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _format_arg(show)
     show.set_defaults(func=cmd_executions_show)
 
-    models = subparsers.add_parser("models", help="the local model registry")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    mlist = msub.add_parser("list", help="model package versions in the local registry")
-    mlist.add_argument("--group", help="only this model package group")
-    mlist.add_argument(
-        "--status",
-        choices=["PendingManualApproval", "Approved", "Rejected"],
-        help="only this approval status",
+    models = subparsers.add_parser(
+        "models", help="the model registry: local, or SageMaker's with --target aws"
     )
-    _home_arg(mlist)
-    _format_arg(mlist)
-    mlist.set_defaults(func=cmd_models_list)
+    register_models(models.add_subparsers(dest="models_command", required=True, metavar="COMMAND"))
 
 
 def _home_arg(parser: argparse.ArgumentParser) -> None:

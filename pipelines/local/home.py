@@ -91,6 +91,39 @@ CREATE TABLE IF NOT EXISTS model_packages (
     created_at TEXT NOT NULL,
     PRIMARY KEY (group_name, version)
 );
+CREATE TABLE IF NOT EXISTS model_package_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    arn TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT,
+    reason TEXT
+);
+CREATE TRIGGER IF NOT EXISTS model_package_audit_is_kept BEFORE DELETE ON model_package_audit
+BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END;
+CREATE TABLE IF NOT EXISTS bus_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detail_type TEXT NOT NULL,
+    resource TEXT,
+    event TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    package_arn TEXT NOT NULL,
+    target_stage TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    endpoints TEXT,
+    steps TEXT
+);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     arn TEXT NOT NULL,
@@ -111,6 +144,8 @@ JSON_COLUMNS = {
     "inference_instances",
     "transform_instances",
     "request",
+    "event",
+    "endpoints",
 }
 
 
@@ -349,6 +384,118 @@ class Home:
         with self.db() as con:
             rows = con.execute(sql + " ORDER BY group_name, version", args).fetchall()
         return [_row(r) for r in rows]
+
+    def model_package(self, group: str, version: int) -> dict[str, Any] | None:
+        with self.db() as con:
+            row = con.execute(
+                "SELECT * FROM model_packages WHERE group_name = ? AND version = ?", (group, version)
+            ).fetchone()
+        return _row(row)
+
+    def set_approval_status(
+        self, group: str, version: int, status: str, *, expected: str, actor: str, reason: str, action: str
+    ) -> dict[str, Any]:
+        """Change a version's status and append the audit row in one transaction.
+
+        ``expected`` is the status the caller decided on; a concurrent change in between is refused rather
+        than silently overwritten.
+        """
+        with self.db(immediate=True) as con:
+            row = _row(
+                con.execute(
+                    "SELECT * FROM model_packages WHERE group_name = ? AND version = ?", (group, version)
+                ).fetchone()
+            )
+            if row is None:
+                raise MlopsError(f"model package {group}/{version}: not in the local registry {self.root}")
+            if row["approval_status"] != expected:
+                raise MlopsError(
+                    f"model package {group}/{version}: status changed to {row['approval_status']} meanwhile;"
+                    " look again with 'mlops models show'"
+                )
+            con.execute(
+                "UPDATE model_packages SET approval_status = ? WHERE group_name = ? AND version = ?",
+                (status, group, version),
+            )
+            con.execute(
+                "INSERT INTO model_package_audit (group_name, version, arn, at, actor, action, from_status,"
+                " to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (group, version, row["arn"], now(), actor, action, expected, status, reason),
+            )
+        row["approval_status"] = status
+        return row
+
+    def add_audit(self, package: dict[str, Any], *, actor: str, action: str, reason: str) -> None:
+        """An audit row that changes no status (e.g. a repeated approval, a deployment outcome)."""
+        status = package["approval_status"]
+        with self.db() as con:
+            con.execute(
+                "INSERT INTO model_package_audit (group_name, version, arn, at, actor, action, from_status,"
+                " to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (package["group_name"], package["version"], package["arn"], now(), actor, action, status,
+                 status, reason),
+            )  # fmt: skip
+
+    def audit_trail(self, group: str, version: int) -> list[dict[str, Any]]:
+        with self.db() as con:
+            rows = con.execute(
+                "SELECT at, actor, action, from_status, to_status, reason FROM model_package_audit"
+                " WHERE group_name = ? AND version = ? ORDER BY id",
+                (group, version),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------------------------ event bus
+
+    def put_event(self, event: dict[str, Any]) -> None:
+        """Record an EventBridge-shaped event (what AWS would put on the default bus)."""
+        with self.db() as con:
+            con.execute(
+                "INSERT INTO bus_events (at, source, detail_type, resource, event) VALUES (?, ?, ?, ?, ?)",
+                (now(), event["source"], event["detail-type"], (event.get("resources") or [None])[0],
+                 json.dumps(event)),
+            )  # fmt: skip
+
+    def bus_events(self, resource: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT at, source, detail_type, resource, event FROM bus_events", []
+        if resource:
+            sql, args = sql + " WHERE resource = ?", [resource]
+        with self.db() as con:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        return [_row(r) for r in rows]
+
+    # ----------------------------------------------------------------------------------- deployments
+
+    def start_deployment(self, deployment_id: str, package_arn: str, target_stage: str) -> None:
+        with self.db() as con:
+            con.execute(
+                "INSERT INTO deployments (id, package_arn, target_stage, status, started_at, endpoints, steps)"
+                " VALUES (?, ?, ?, 'InProgress', ?, '{}', '[]')",
+                (deployment_id, package_arn, target_stage, now()),
+            )
+
+    def update_deployment(self, deployment_id: str, **fields: Any) -> None:
+        cols = {k: (json.dumps(v) if k in JSON_COLUMNS | {"steps"} else v) for k, v in fields.items()}
+        if not cols:
+            return
+        with self.db() as con:
+            con.execute(
+                f"UPDATE deployments SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                (*cols.values(), deployment_id),
+            )
+
+    def deployments(self, package_arn: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM deployments", []
+        if package_arn:
+            sql, args = sql + " WHERE package_arn = ?", [package_arn]
+        with self.db() as con:
+            rows = con.execute(sql + " ORDER BY started_at", args).fetchall()
+        out = []
+        for r in rows:
+            row = _row(r)
+            row["steps"] = json.loads(row["steps"]) if row.get("steps") else []
+            out.append(row)
+        return out
 
     def record_model(self, name: str, arn: str, execution_id: str, step: str, request: dict) -> None:
         with self.db() as con:
