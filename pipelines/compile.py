@@ -82,9 +82,18 @@ def _source_digest(cfg: Config) -> str:
     return h.hexdigest()
 
 
-def compile_cached(cfg: Config, cache_root: Path) -> Compiled:
+def default_cache_root() -> Path:
+    """Shared by every home: entries are keyed by content, so any run of the same tree may reuse them."""
+    if os.environ.get("MLOPS_COMPILE_CACHE"):
+        return Path(os.environ["MLOPS_COMPILE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mlops" / "compile"
+
+
+def compile_cached(cfg: Config, cache_root: Path | None = None) -> Compiled:
     """``compile_pipelines`` memoised on disk: an unchanged tree and config skip the SDK (seconds) entirely."""
-    entry = Path(cache_root) / _source_digest(cfg)
+    cache_root = Path(cache_root or default_cache_root())
+    entry = cache_root / _source_digest(cfg)
     index = entry / "compiled.json"
     if index.is_file():
         data = json.loads(index.read_text())
@@ -95,7 +104,7 @@ def compile_cached(cfg: Config, cache_root: Path) -> Compiled:
         if all(b.source.is_dir() for b in bundles):
             return Compiled(data["definitions"], data["pipeline_names"], bundles)
     compiled = compile_pipelines(cfg)
-    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    cache_root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=cache_root))
     for b in compiled.bundles:
         shutil.copytree(b.source, stage / "bundles" / b.name / b.sha256)

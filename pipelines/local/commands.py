@@ -92,7 +92,7 @@ def prepare_env(env: str, home: Home, console: Console) -> dict[str, Any]:
 
     cfg = load_config(env)
     console.print(f"compiling {env} …", highlight=False)
-    compiled = compile_cached(cfg, home.root / "compile-cache")
+    compiled = compile_cached(cfg)
     store = S3Store(home.s3_root)
     for bundle in compiled.bundles:
         store.put_tree(bundle.s3_uri, bundle.source)

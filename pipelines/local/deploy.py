@@ -1,23 +1,18 @@
-"""The local model-deploy run: the model-deploy DAG's steps on local endpoints, one after the other.
+"""What approval starts locally: the compiled model-deploy definition, run by the local executor.
 
-model from package (unpack ``model.tar.gz`` from the store) -> staging endpoint create-or-update -> smoke test
-(test split of the execution that produced the package) -> production by blue/green with the same smoke test
-as the gate. A failed smoke test changes nothing that serves: staging and production keep their previous
-version and the deployment is ``RolledBack`` with the reason. Every deployment is recorded in the home.
+CreateModel from the package -> staging endpoint -> SmokeTest job -> production (alarms, blue/green
+endpoint, autoscaling), exactly the DAG SageMaker runs. Locally every endpoint update is also gated: the
+new version answers the smoke test (test split of the execution that produced the package) before it
+takes traffic, so a failing version changes nothing that serves and the deployment is ``RolledBack`` with
+the reason. Every deployment is recorded in the home with its execution.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tarfile
-import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipelines.approval.local import test_split_uri
@@ -56,6 +51,7 @@ class DeployRecord:
     package_arn: str
     status: str  # Succeeded | RolledBack | Failed
     reason: str
+    execution_id: str = ""  # the local model-deploy execution (mlops executions show ID)
     endpoints: dict[str, str] = field(default_factory=dict)  # endpoint name -> URL, where the version serves
     steps: list[DeployStep] = field(default_factory=list)
 
@@ -93,22 +89,10 @@ def deploy_model_package(
 def _deploy(
     record: DeployRecord, package: dict[str, Any], home: Home, cfg, target_stage: str, on_progress
 ) -> DeployRecord:
-    notify = on_progress or (lambda step, status, message: None)
+    from pipelines.compile import DEPLOY, compile_cached
+    from pipelines.local.executor import run_definition
 
-    def run_step(name: str, action: Callable[[DeployStep], str]) -> DeployStep:
-        step = DeployStep(name, "Executing", started_at=now())
-        notify(name, "Executing", "")
-        started = time.monotonic()
-        try:
-            step.message = action(step) or ""
-            step.status = SUCCEEDED
-        except (MlopsError, SmokeTestFailed, OSError) as err:
-            step.status, step.message = FAILED, str(err)
-        step.duration_s = round(time.monotonic() - started, 3)
-        record.steps.append(step)
-        home.update_deployment(record.id, steps=[asdict(s) for s in record.steps])
-        notify(name, step.status, step.message)
-        return step
+    notify = on_progress or (lambda step, status, message: None)
 
     def finish(status: str, reason: str) -> DeployRecord:
         record.status, record.reason = status, reason
@@ -119,65 +103,63 @@ def _deploy(
         log.info("deployment %s of %s: %s %s", record.id, record.package_arn, status, reason)
         return record
 
-    model_dir: Path | None = None
-    samples: tuple[list, list] | None = None
+    store = S3Store(home.s3_root)
+    uri = samples_uri(package, home, cfg)
+    notify("SmokeTestSamples", "Executing", "")
+    try:
+        samples = load_samples(str(store.path(uri)), cfg.endpoints.smoke_test.samples)
+    except (S3StoreError, SmokeTestFailed, OSError) as err:
+        record.steps.append(DeployStep("SmokeTestSamples", FAILED, str(err), now()))
+        notify("SmokeTestSamples", FAILED, str(err))
+        return finish(FAILED, f"SmokeTestSamples: smoke-test samples {uri}: {err}")
+    notify("SmokeTestSamples", SUCCEEDED, f"{len(samples[0])} rows from {uri}")
 
-    def model_from_package(step: DeployStep) -> str:
-        nonlocal model_dir
-        model_dir = unpack_model(package, home)
-        return str(model_dir)
+    compiled = compile_cached(cfg)
+    for bundle in compiled.bundles:
+        store.put_tree(bundle.s3_uri, bundle.source)
 
-    def load_test_samples(step: DeployStep) -> str:
-        nonlocal samples
-        uri = samples_uri(package, home, cfg)
-        try:
-            samples = load_samples(str(S3Store(home.s3_root).path(uri)), cfg.endpoints.smoke_test.samples)
-        except S3StoreError as err:
-            raise DeployError(f"smoke-test samples {uri}: {err}") from err
-        return f"{len(samples[0])} rows from {uri}"
+    reports: dict[str, dict[str, Any]] = {}
 
-    for name, action in (("ModelFromPackage", model_from_package), ("SmokeTestSamples", load_test_samples)):
-        step = run_step(name, action)
-        if step.status == FAILED:
-            return finish(FAILED, f"{name}: {step.message}")
-    assert model_dir is not None and samples is not None
-    version = f"{package['group_name']}-{package['version']}"
-
-    reports: list[dict[str, Any]] = []
-
-    def gate(url: str) -> None:
+    def gate(endpoint: str, url: str) -> None:
+        """Each new endpoint version answers the smoke test before it takes any traffic."""
         report = smoke_test(url, samples, cfg)
-        reports.append(report)
+        reports[endpoint] = report
         if not report["passed"]:
             raise SmokeTestFailed(report["reason"].removeprefix("smoke test failed: "))
 
-    for stage in STAGES[: STAGES.index(target_stage) + 1]:
-        settings = getattr(cfg.endpoints, stage)
-        name = endpoint_name(cfg, stage)
-        outcome: dict[str, Any] = {}
+    def on_event(event) -> None:
+        if event.kind in ("step-started", "step-finished") and event.step:
+            notify(event.step, event.status or "", event.message or "")
 
-        def blue_green(step: DeployStep, name=name, settings=settings, outcome=outcome) -> str:
-            reports.clear()
-            result = supervisor.deploy_blue_green(
-                name, model_dir, gate, port=settings.local_port, home=home.root,
-                workers=settings.instance_count, version=version,
-            )  # fmt: skip
-            outcome["result"] = result
-            step.report = reports[-1] if reports else None
-            if result.status != supervisor.SUCCEEDED:
-                raise DeployError(result.reason)
-            return f"{name} serves {version} at {result.endpoint.url}"
-
-        step = run_step(f"{stage.capitalize()}Endpoint", blue_green)
-        if step.status == FAILED:
-            if "result" not in outcome:  # the supervisor refused before starting anything
-                return finish(FAILED, f"{stage}: {step.message} (endpoint unchanged)")
-            kept = (
-                "previous version keeps serving" if outcome["result"].endpoint.active else "nothing deployed"
-            )
-            return finish(ROLLED_BACK, f"{stage}: {step.message} ({kept})")
-        record.endpoints[name] = outcome["result"].endpoint.url
-    return finish(SUCCEEDED, f"{version} serves on {', '.join(record.endpoints)}")
+    execution = run_definition(
+        compiled.definition(DEPLOY),
+        home=home.root,
+        params={"ModelPackageArn": package["arn"], "TargetStage": target_stage, "SmokeTestDataUri": uri},
+        endpoint_ports={
+            endpoint_name(cfg, stage): getattr(cfg.endpoints, stage).local_port for stage in STAGES
+        },
+        endpoint_gate=gate,
+        on_event=on_event,
+        pipeline_name=compiled.pipeline_names[DEPLOY],
+        max_parallel=cfg.local.max_parallel_steps,
+    )
+    record.execution_id = execution.id
+    for step in execution.steps.values():
+        endpoint = (step.properties or {}).get("EndpointName")
+        record.steps.append(
+            DeployStep(step.name, step.status, (step.failure_reason or "").strip(), step.started_at or "",
+                       step.duration_s or 0.0, reports.get(endpoint) if endpoint else None)
+        )  # fmt: skip
+        if step.status == SUCCEEDED and endpoint:
+            record.endpoints[endpoint] = step.properties.get("Url")
+    if execution.status == SUCCEEDED:
+        version = f"{package['group_name']}/{package['version']}"
+        return finish(SUCCEEDED, f"{version} serves on {', '.join(record.endpoints)}")
+    failed = next((s for s in execution.steps.values() if s.status == FAILED), None)
+    reason = (execution.failure_reason or execution.status).strip().splitlines()[-1]
+    if failed is not None and failed.type == "Endpoint" and "RolledBack" in (failed.failure_reason or ""):
+        return finish(ROLLED_BACK, reason)
+    return finish(FAILED, reason)
 
 
 def smoke_test(url: str, samples: tuple[list, list], cfg) -> dict[str, Any]:
@@ -204,37 +186,3 @@ def samples_uri(package: dict[str, Any], home: Home, cfg) -> str:
         if uri:
             return uri
     return cfg.data.input_uri
-
-
-def unpack_model(package: dict[str, Any], home: Home) -> Path:
-    """``model.tar.gz`` of the package unpacked once into ``<home>/models/<group>/<version>/``."""
-    dest = home.root / "models" / package["group_name"] / str(package["version"])
-    if (dest / "code" / "inference.py").is_file():
-        return dest
-    url = package.get("model_data_url")
-    if not url:
-        raise DeployError(f"model package {package['arn']}: no ModelDataUrl")
-    try:
-        archive = S3Store(home.s3_root).path(url)
-    except S3StoreError as err:
-        raise DeployError(f"model package {package['arn']}: {err}") from err
-    if not archive.is_file():
-        raise DeployError(f"model package {package['arn']}: {url} is not in the local store ({archive})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")
-        if not (tmp / "code" / "inference.py").is_file():
-            raise DeployError(f"model package {package['arn']}: {url} has no code/inference.py")
-        if dest.exists():  # an earlier, incomplete unpack
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except (tarfile.TarError, EOFError) as err:
-        raise DeployError(
-            f"model package {package['arn']}: {url} is not a readable tar.gz ({str(err).splitlines()[0]})"
-        ) from err
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,30 +66,55 @@ def _model_data(home: Home, model_name: str) -> tuple[str, str]:
     package = next((p for p in home.model_packages() if p["arn"] == package_arn), None)
     if package is None:
         raise EndpointStepError(f"model package {package_arn} is not in the local registry")
+    if not package.get("model_data_url"):
+        raise EndpointStepError(f"model package {package_arn}: no ModelDataUrl")
     if package["approval_status"] != "Approved":
         # SageMaker refuses to deploy what a reviewer has not approved; so do we
         raise EndpointStepError(f"model package {package_arn} is {package['approval_status']}, not Approved")
     return package["model_data_url"], f"{package['group_name']}/{package['version']}"
 
 
-def _unpack(home: Home, store: S3Store, uri: str) -> Path:
-    archive = store.path(uri)
+def unpack_model_data(home: Home, store: S3Store, uri: str) -> Path:
+    """``model.tar.gz`` unpacked once per content into ``<home>/models/<sha256[:16]>/``; checked, atomic."""
+    try:
+        archive = store.path(uri)
+    except MlopsError as err:
+        raise EndpointStepError(f"model data {uri}: {err}") from err
     if not archive.is_file():
-        raise EndpointStepError(f"model data {uri} is not in the local store")
+        raise EndpointStepError(f"model data {uri} is not in the local store ({archive})")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
     dest = home.root / "models" / digest
-    if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
-        with tarfile.open(archive) as tar:
+    if (dest / "code" / "inference.py").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=dest.parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(stage, filter="data")
+        if not (stage / "code" / "inference.py").is_file():
+            raise EndpointStepError(f"model data {uri} has no code/inference.py (the serving handlers)")
+        if dest.exists():  # an earlier, incomplete unpack
+            shutil.rmtree(dest)
         os.replace(stage, dest)
+    except (tarfile.TarError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise EndpointStepError(f"model data {uri} is not a readable tar.gz ({reason})") from err
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
     return dest
 
 
 def create_or_update_endpoint(
-    home: Home, store: S3Store, request: Mapping[str, Any], *, prefix: str, port: int | None
+    home: Home,
+    store: S3Store,
+    request: Mapping[str, Any],
+    *,
+    prefix: str,
+    port: int | None,
+    gate: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
+    """Blue/green: ``gate(endpoint name, new version URL)`` raises to keep the serving version."""
     from pipelines.serving.supervisor import deploy_blue_green, free_port
 
     name = request["EndpointName"]
@@ -97,20 +123,22 @@ def create_or_update_endpoint(
     if not variants:
         raise EndpointStepError(f"endpoint config {config['EndpointConfigName']!r} has no production variant")
     uri, version = _model_data(home, variants[0]["ModelName"])
-    model_dir = _unpack(home, store, uri)
+    model_dir = unpack_model_data(home, store, uri)
     existing = (home.root / "endpoints" / name / "state.json").is_file()
+    # without a gate the new version must only answer /ping; the pipeline's SmokeTest step follows
     result = deploy_blue_green(
         name,
         model_dir,
-        smoke_test=lambda url: (
-            None
-        ),  # the new version already answers /ping; the pipeline's smoke test follows
+        smoke_test=(lambda url: gate(name, url)) if gate else (lambda url: None),
         port=None if existing else (port or free_port()),
         home=home.root,
+        # the variant's instances become server worker processes, as many as this machine has cores
+        workers=max(1, min(int(variants[0].get("InitialInstanceCount") or 1), os.cpu_count() or 1)),
         version=version,
     )
     if result.status != "Succeeded":
-        raise EndpointStepError(f"endpoint {name}: {result.status}: {result.reason}")
+        kept = "the previous version keeps serving" if result.endpoint.active else "nothing deployed"
+        raise EndpointStepError(f"endpoint {name}: {result.status}: {result.reason} ({kept})")
     return {
         "EndpointName": name,
         "EndpointArn": f"{prefix}:endpoint/{name.lower()}",
@@ -119,6 +147,6 @@ def create_or_update_endpoint(
         "ProductionVariants": [
             {"VariantName": variants[0].get("VariantName", "AllTraffic"), "ModelVersion": version}
         ],
-        "Url": result.endpoint.url if getattr(result, "endpoint", None) else None,
+        "Url": result.endpoint.url,
         "LastModifiedTime": now(),
     }

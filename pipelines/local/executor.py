@@ -314,6 +314,7 @@ class _Run:
         stop: threading.Event,
         services: Any = None,
         endpoint_ports: dict[str, int] | None = None,
+        endpoint_gate: Callable[[str, str], None] | None = None,
     ):
         from pipelines.local.s3store import S3Store
 
@@ -329,6 +330,7 @@ class _Run:
         self.file_systems = file_systems
         self.services = services
         self.endpoint_ports = endpoint_ports or {}
+        self.endpoint_gate = endpoint_gate
         self.on_event = on_event
         self.stop = stop
         self.prefix = arn_prefix(definition)
@@ -527,7 +529,7 @@ class _Run:
                 else:
                     port = self.endpoint_ports.get(request.get("EndpointName"))
                     props = endpoint_steps.create_or_update_endpoint(
-                        self.home, self.store, request, prefix=self.prefix, port=port
+                        self.home, self.store, request, prefix=self.prefix, port=port, gate=self.endpoint_gate
                     )
             except MlopsError as err:
                 return _Outcome("Failed", {}, failure_reason=str(err))
@@ -752,6 +754,7 @@ def run_definition(
     pipeline_name: str | None = None,
     stop: threading.Event | None = None,
     endpoint_ports: dict[str, int] | None = None,
+    endpoint_gate: Callable[[str, str], None] | None = None,
 ) -> ExecutionRecord:
     """Run ``definition`` (the parsed pipeline definition JSON) locally and return what was recorded.
 
@@ -759,7 +762,8 @@ def run_definition(
     cycles, parameter names and types). ``resume`` re-runs only the steps of that execution that did not
     succeed; ``stop`` (or SIGINT/SIGTERM in the main thread) stops every job and records Stopped.
     A definition with endpoint steps (a deploy pipeline) gets local stand-ins for the AWS APIs its jobs
-    call (``aws_standin``); ``endpoint_ports`` pins endpoint names to local ports.
+    call (``aws_standin``); ``endpoint_ports`` pins endpoint names to local ports, and ``endpoint_gate(name,
+    url)`` checks each new endpoint version before it takes traffic (raise to keep the old one).
     """
     h = Home.open(home)
     steps = plan(definition)
@@ -801,6 +805,7 @@ def run_definition(
             stop=stop,
             services=aws,
             endpoint_ports=endpoint_ports,
+            endpoint_gate=endpoint_gate,
         )
         run.restore(previous)
         with _Signals(stop):

@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from pipelines.config import load_config
+from pipelines.data import write_digits_csv
 from pipelines.local.deploy import FAILED, DeployError, deploy_model_package
 from pipelines.local.home import Home
 from pipelines.local.s3store import S3Store
@@ -36,8 +37,12 @@ def _tar(files: dict[str, bytes]) -> bytes:
         (MODEL_URI, _tar({"model.pth": b"weights"}), "has no code/inference.py"),
     ],
 )
-def test_unusable_model_data_fails_the_first_step(tmp_path, model_data, stored, message):
+def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, stored, message):
     home = Home.open(tmp_path)
+    cfg = load_config("local")
+    samples = tmp_path / "digits.csv"
+    write_digits_csv(samples)
+    S3Store(home.s3_root).put_file(cfg.data.input_uri + "digits.csv", samples)
     if stored is not None:
         S3Store(home.s3_root).put_bytes(MODEL_URI, stored)
     package = home.register_model_package(
@@ -48,19 +53,18 @@ def test_unusable_model_data_fails_the_first_step(tmp_path, model_data, stored, 
         request={},
     )
     seen = []
-    record = deploy_model_package(
-        package, home=home, cfg=load_config("local"), on_progress=lambda *event: seen.append(event)
-    )
+    record = deploy_model_package(package, home=home, cfg=cfg, on_progress=lambda *event: seen.append(event))
     assert record.status == FAILED
-    assert record.reason.startswith("ModelFromPackage: ") and message in record.reason
+    assert record.reason.startswith("step StagingEndpoint failed: ") and message in record.reason
     assert "\n" not in record.reason
-    assert seen[0] == ("ModelFromPackage", "Executing", "")
-    assert seen[-1][:2] == ("ModelFromPackage", FAILED)
+    assert ("StagingEndpoint", "Executing", "") in seen
+    assert ("StagingEndpoint", FAILED) in [event[:2] for event in seen]
+    assert record.execution_id
     (stored_record,) = home.deployments(package["arn"])
     assert (stored_record["status"], stored_record["reason"]) == (FAILED, record.reason)
     assert stored_record["ended_at"]
     assert supervisor.list_endpoints(home=tmp_path) == []
-    assert not (tmp_path / "models" / "digits-classifier" / "1").exists()  # nothing half-unpacked
+    assert list((tmp_path / "models").glob("*")) == []  # nothing half-unpacked
 
 
 def test_unknown_target_stage_is_refused(tmp_path):

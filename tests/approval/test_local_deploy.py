@@ -129,16 +129,21 @@ def deployed(home):
 def test_approve_deploys_and_production_predicts_known_digits(deployed, capsys):
     home = deployed
     assert production_accuracy(home) >= 0.9
-    assert supervisor.get_endpoint(PRODUCTION, home=home).active.version == f"{GROUP}-1"
+    assert supervisor.get_endpoint(PRODUCTION, home=home).active.version == f"{GROUP}/1"
     assert supervisor.get_endpoint(STAGING, home=home).status == supervisor.IN_SERVICE
     doc = show(capsys, home, f"{GROUP}/1")
     assert doc["approval_status"] == "Approved"
     (deployment,) = doc["deployments"]
     assert deployment["status"] == "Succeeded"
+    # the compiled model-deploy DAG, run by the local executor
     assert [s["name"] for s in deployment["steps"]] == [
-        "ModelFromPackage", "SmokeTestSamples", "StagingEndpoint", "ProductionEndpoint",
+        "CreateModel", "StagingEndpointConfig", "StagingEndpoint", "SmokeTest", "PromoteToProduction",
+        "ProductionEndpointConfig", "ProductionAlarms", "ProductionEndpoint", "ProductionAutoscaling",
     ]  # fmt: skip
-    assert deployment["steps"][-1]["report"]["passed"] is True
+    steps = {s["name"]: s for s in deployment["steps"]}
+    assert steps["StagingEndpoint"]["report"]["passed"] is True  # gated before it took traffic
+    assert steps["ProductionEndpoint"]["report"]["passed"] is True
+    assert steps["SmokeTest"]["status"] == "Succeeded"
     assert [(a["actor"], a["action"], a["to_status"], a["reason"]) for a in doc["audit_trail"]] == [
         ("alice", "approve", "Approved", "first model")
     ]
@@ -221,7 +226,7 @@ def test_approving_a_newer_good_version_replaces_production_blue_green(deployed,
     version = register_copy(home)
     code, out = cli(capsys, home, "approve", version, "--reason", "retrained on fresh data")
     assert code == 0, out
-    label = version.replace("/", "-")
+    label = version
     production = supervisor.get_endpoint(PRODUCTION, home=home)
     assert production.active.version == label
     assert production.deployments[-1].status == "Succeeded"

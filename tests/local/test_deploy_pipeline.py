@@ -68,7 +68,7 @@ def home(tmp_path, deploy_definition):
     from pipelines.compile import compile_cached
 
     store = S3Store(home.s3_root)
-    for bundle in compile_cached(load_config("local"), home.root / "compile-cache").bundles:
+    for bundle in compile_cached(load_config("local")).bundles:
         store.put_tree(bundle.s3_uri, bundle.source)
     yield home
     for endpoint in supervisor.list_endpoints(home=home.root):
