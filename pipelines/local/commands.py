@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--definition", type=Path, metavar="FILE.json", help="pipeline definition JSON to run"
     )
     run.add_argument(
+        "--pipeline",
+        choices=["model-build", "model-deploy"],
+        default="model-build",
+        help="which compiled pipeline of --env to run (default: %(default)s; model-deploy needs "
+        "--param ModelPackageArn=... of an Approved version)",
+    )
+    run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter"
     )
     run.add_argument("--resume", metavar="EXECUTION_ID", help="re-run only what failed or never ran")
@@ -81,7 +88,7 @@ def _format_arg(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------------- run
 
 
-def prepare_env(env: str, home: Home, console: Console) -> dict[str, Any]:
+def prepare_env(env: str, home: Home, console: Console, pipeline: str = "model-build") -> dict[str, Any]:
     """Compile ``env``, upload its code bundles, seed the digits data if the input prefix is empty.
 
     Returns the ``run_definition`` keyword arguments that depend on the config.
@@ -105,12 +112,19 @@ def prepare_env(env: str, home: Home, console: Console) -> dict[str, Any]:
             rows = write_digits_csv(csv)
             store.put_file(prefix + "digits.csv", csv)
         console.print(f"seeded {rows} digits rows into {prefix}", highlight=False)
-    return {
-        "definition": compiled.definition(BUILD),
-        "pipeline_name": compiled.pipeline_names.get(BUILD),
+    kwargs = {
+        "definition": compiled.definition(pipeline),
+        "pipeline_name": compiled.pipeline_names.get(pipeline),
         "file_systems": dict(cfg.local.file_systems),
         "max_parallel": cfg.local.max_parallel_steps,
     }
+    if pipeline != BUILD:
+        endpoints = {
+            f"{cfg.project.name}-{stage}": getattr(cfg.endpoints, stage)
+            for stage in ("staging", "production")
+        }
+        kwargs["endpoint_ports"] = {name: e.local_port for name, e in endpoints.items()}
+    return kwargs
 
 
 def _read_definition(path: Path) -> dict[str, Any]:
@@ -135,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "pipeline_name": args.definition.stem,
         }
     else:
-        kwargs = prepare_env(args.env or DEFAULT_ENV, home, console)
+        kwargs = prepare_env(args.env or DEFAULT_ENV, home, console, args.pipeline)
     if args.name:
         kwargs["pipeline_name"] = args.name
     if args.max_parallel:
