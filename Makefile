@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench compile validate graph clean
+.PHONY: setup run test lint bench compile validate graph lock clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,11 @@ validate: setup
 
 graph: setup
 	$(BIN)/mlops graph --env $${MLOPS_ENV:-local} --out build/model-build.svg
+
+lock: setup
+	@(echo "# Versions the test suite last passed with (pip constraints; torch is installed on its own: see scripts/bootstrap.sh)."; \
+	  echo "# Regenerate with: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -i "^torch\|^nvidia\|^triton\|@ file") > constraints.txt
 
 clean:
 	rm -rf build .mlops .pytest_cache

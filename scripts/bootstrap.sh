@@ -27,7 +27,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 stamp="$VENV/.mlops-installed-$EXTRAS"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -37,7 +37,7 @@ echo "==> installing the project into $VENV (extras: $EXTRAS)"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 # A path-based editable install: the default import-hook finder adds ~25 ms to every python start,
 # which every local job pays.
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" --config-settings editable_mode=compat
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" -c constraints.txt --config-settings editable_mode=compat
 if [ "$EXTRAS" = dev ] && [ ! -x .venv-checkov/bin/checkov ]; then
   # checkov pins old boto3/botocore that break the SageMaker SDK: it gets a virtualenv of its own.
   echo "==> installing checkov into .venv-checkov"

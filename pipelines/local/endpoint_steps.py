@@ -132,8 +132,8 @@ def create_or_update_endpoint(
         smoke_test=(lambda url: gate(name, url)) if gate else (lambda url: None),
         port=None if existing else (port or free_port()),
         home=home.root,
-        # the variant's instances become server worker processes, as many as this machine has cores
-        workers=max(1, min(int(variants[0].get("InitialInstanceCount") or 1), os.cpu_count() or 1)),
+        # the variant's instances become server workers; one core stays for the front and the clients
+        workers=max(1, min(int(variants[0].get("InitialInstanceCount") or 1), (os.cpu_count() or 2) - 1)),
         version=version,
     )
     if result.status != "Succeeded":

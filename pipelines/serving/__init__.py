@@ -5,3 +5,7 @@
 - ``supervisor``: start/stop/list/logs/invoke and blue/green deployment of those processes;
 - ``commands``: the ``mlops endpoints ...`` CLI.
 """
+
+# Shared by the server and its supervisor; kept here so the CLI need not import the web stack.
+CANNOT_SERVE = "cannot serve:"
+READY_DIR_ENV = "MLOPS_READY_DIR"

@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipelines.serving import CANNOT_SERVE, READY_DIR_ENV
+
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints reject bodies over 6 MB
@@ -42,8 +44,6 @@ SUPPORTED_CONTENT_TYPES = ("application/json", "text/csv")
 INLINE_LIMIT_BYTES = 64 * 1024
 MODEL_DIR_ENV = "SM_MODEL_DIR"
 PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
-CANNOT_SERVE = "cannot serve:"
-READY_DIR_ENV = "MLOPS_READY_DIR"
 
 
 class ModelLoadError(RuntimeError):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pipelines import PROJECT_ROOT
 from pipelines.errors import MlopsError
-from pipelines.serving.server import CANNOT_SERVE, READY_DIR_ENV
+from pipelines.serving import CANNOT_SERVE, READY_DIR_ENV
 
 log = logging.getLogger(__name__)
 
