@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.local.sandbox import host_paths_under_tmp
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -40,6 +42,8 @@ def run_in_container(
         hosts.write(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
         hosts.flush()
         args += ["--ro-bind", hosts.name, "/etc/hosts", "--tmpfs", "/tmp"]
+        for keep in host_paths_under_tmp():  # a checkout or virtualenv under /tmp stays visible
+            args += ["--ro-bind", keep, keep]
         args += [
             "--unshare-net",
             "--unshare-uts",

@@ -154,6 +154,10 @@ def mount_plan(mounts: list[Mount]) -> list[str]:
         args = ["--ro-bind", "/", "/", *(a for special in _SPECIAL_ROOT.values() for a in special)]
         for directory in sorted(explode, key=lambda d: d.count("/")):
             args += ["--tmpfs", directory] + _explode(directory, [])
+    # The sandbox's /tmp is private; the interpreter and the project must stay visible when they live there
+    # (a checkout or virtualenv under /tmp, as CI clones often are).
+    for keep in host_paths_under_tmp():
+        args += ["--ro-bind", keep, keep]
     # bwrap's fresh /dev has no accelerators; hand the GPUs through so CUDA jobs see them.
     for dev in sorted(glob.glob("/dev/nvidia*")):
         args += ["--dev-bind", dev, dev]
@@ -162,6 +166,19 @@ def mount_plan(mounts: list[Mount]) -> list[str]:
             raise SandboxError(f"cannot mount {m.source} at {m.target}: {m.source} does not exist")
         args += ["--ro-bind" if m.read_only else "--bind", str(m.source), m.target]
     return args
+
+
+@functools.cache
+def host_paths_under_tmp() -> tuple[str, ...]:
+    """The project and the interpreter, where they live under /tmp (outermost paths only)."""
+    from pipelines import PROJECT_ROOT
+
+    candidates = {
+        os.path.realpath(p)
+        for p in (PROJECT_ROOT, sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
+    }
+    under = sorted(p for p in candidates if _under(p, "/tmp") and p != "/tmp")
+    return tuple(p for p in under if not any(o != p and _under(p, o) for o in under))
 
 
 def _explode(directory: str, targets: list[str], top_level: bool = False) -> list[str]:
