@@ -7,6 +7,7 @@ other's way without a global lock.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -200,16 +201,20 @@ class Home:
         except OSError as err:
             raise MlopsError(f"cannot create the local home {root}: {err.strerror}") from err
         self = cls(root)
-        try:
-            con = sqlite3.connect(self.db_path, timeout=30)
+        # Switching to WAL takes an exclusive lock that SQLite does not wait for: processes opening the same
+        # home at once take turns on a file lock instead.
+        with open(root / ".init.lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                con.execute("PRAGMA busy_timeout=30000")
-                con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
-                con.executescript(SCHEMA)
-            finally:
-                con.close()
-        except sqlite3.Error as err:
-            raise MlopsError(f"local database {self.db_path}: {err}") from err
+                con = sqlite3.connect(self.db_path, timeout=30)
+                try:
+                    con.execute("PRAGMA busy_timeout=30000")
+                    con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
+                    con.executescript(SCHEMA)
+                finally:
+                    con.close()
+            except sqlite3.Error as err:
+                raise MlopsError(f"local database {self.db_path}: {err}") from err
         return self
 
     @property
@@ -224,8 +229,12 @@ class Home:
         return self.root / "executions" / execution_id
 
     @contextmanager
-    def db(self, immediate: bool = False):
+    def db(self, immediate: bool = True):
         """One transaction on this process's shared connection to the home's database.
+
+        Immediate by default: in WAL mode a deferred transaction that reads and then writes cannot wait for
+        another process's writer (SQLite answers "database is locked" at once instead of using the busy
+        timeout), so every transaction takes the write lock up front; they are all short.
 
         The connection stays open for the life of the process: closing the last connection of a WAL
         database checkpoints it, which costs a sync on every short transaction. Threads take turns on a lock;
