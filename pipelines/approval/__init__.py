@@ -50,3 +50,16 @@ def check_transition(name: str, current: str, target: str, reason: str, force: b
     if current == REJECTED and target == APPROVED and not force:
         raise ApprovalError(f"{name} was Rejected; approving it needs --force")
     return True
+
+
+class StatusChanges:
+    """approve/reject for a registry backend; each backend implements ``_change`` (local SQLite or AWS)."""
+
+    def approve(self, ref: str, reason: str, *, actor: str, force: bool = False, group: str | None = None):
+        return self._change(ref, APPROVED, reason, actor=actor, force=force, group=group)
+
+    def reject(self, ref: str, reason: str, *, actor: str, group: str | None = None):
+        return self._change(ref, REJECTED, reason, actor=actor, force=False, group=group)
+
+    def _change(self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None):
+        raise NotImplementedError

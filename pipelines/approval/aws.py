@@ -15,7 +15,12 @@ from typing import Any
 
 from botocore.validate import ParamValidator
 
-from pipelines.approval import APPROVED, REJECTED, ApprovalError, check_transition, parse_version
+from pipelines.approval import (
+    ApprovalError,
+    StatusChanges,
+    check_transition,
+    parse_version,
+)
 from pipelines.approval.local import StatusChange
 from pipelines.aws.session import Aws, aws_call
 
@@ -76,7 +81,7 @@ def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class AwsRegistry:
+class AwsRegistry(StatusChanges):
     def __init__(self, aws: Aws):
         self.aws = aws
 
@@ -136,14 +141,6 @@ class AwsRegistry:
         row["deployments"] = []
         row["described"] = {k: _iso(v) for k, v in described.items()}
         return row
-
-    def approve(
-        self, ref: str, reason: str, *, actor: str, force: bool = False, group: str | None = None
-    ) -> StatusChange:
-        return self._change(ref, APPROVED, reason, actor=actor, force=force, group=group)
-
-    def reject(self, ref: str, reason: str, *, actor: str, group: str | None = None) -> StatusChange:
-        return self._change(ref, REJECTED, reason, actor=actor, force=False, group=group)
 
     def _change(
         self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None

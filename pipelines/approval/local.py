@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.approval import APPROVED, REJECTED, ApprovalError, check_transition, parse_version
+from pipelines.approval import (
+    APPROVED,
+    REJECTED,
+    ApprovalError,
+    StatusChanges,
+    check_transition,
+    parse_version,
+)
 from pipelines.aws.events import sample_state_change_event
 from pipelines.local.home import Home
 
@@ -54,7 +61,7 @@ def state_change_event(package: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class LocalRegistry:
+class LocalRegistry(StatusChanges):
     def __init__(self, home: Home):
         self.home = home
 
@@ -89,14 +96,6 @@ class LocalRegistry:
             "audit_trail": self.home.audit_trail(row["group_name"], row["version"]),
             "deployments": self.home.deployments(row["arn"]),
         }
-
-    def approve(
-        self, ref: str, reason: str, *, actor: str, force: bool = False, group: str | None = None
-    ) -> StatusChange:
-        return self._change(ref, APPROVED, reason, actor=actor, force=force, group=group)
-
-    def reject(self, ref: str, reason: str, *, actor: str, group: str | None = None) -> StatusChange:
-        return self._change(ref, REJECTED, reason, actor=actor, force=False, group=group)
 
     def _change(
         self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None
