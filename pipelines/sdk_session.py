@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import warnings
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from pipelines.bundles import BundleRegistry
 from pipelines.errors import DefinitionError
@@ -68,6 +68,24 @@ def _refuse_network(request, **_):
     )
 
 
+def _relative_source_dir(directory: Path) -> None:
+    """ModelTrainer writes the absolute ``source_dir`` into sourcecode.json (its container drivers never
+    read it); relative to the project, the bundle's hash no longer depends on where the checkout lives."""
+    from pipelines import PROJECT_ROOT
+
+    config = directory / "sourcecode.json"
+    if not config.is_file():
+        return
+    data = json.loads(config.read_text())
+    source = data.get("source_dir")
+    if source and Path(source).is_absolute():
+        try:
+            data["source_dir"] = str(Path(source).resolve().relative_to(PROJECT_ROOT.resolve()))
+        except ValueError:
+            return
+        config.write_text(json.dumps(data))
+
+
 def offline_session(region: str, bucket: str, bundles: BundleRegistry):
     import boto3
     from sagemaker.core.workflow.pipeline_context import PipelineSession
@@ -90,6 +108,7 @@ def offline_session(region: str, bucket: str, bundles: BundleRegistry):
 
         def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
             # ModelTrainer names channels by the last key component: .../input/code, .../input/sm_drivers
+            _relative_source_dir(Path(path))
             parts = PurePosixPath(key_prefix).parts
             name = f"{parts[0]}-{parts[-1]}" if len(parts) > 1 else (parts[0] if parts else "data")
             return bundles.add(name, path).s3_uri

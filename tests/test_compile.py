@@ -97,6 +97,8 @@ def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compi
     distributed = json.loads((bundle.source / "distributed.json").read_text())
     assert distributed["process_count_per_node"] == 1
     assert (bundle.source / "distributed_drivers" / "torchrun_driver.py").is_file()
+    # nothing in a bundle depends on where the checkout lives
+    assert json.loads((bundle.source / "sourcecode.json").read_text())["source_dir"] == "steps/train/code"
 
 
 def test_metric_regexes_match_the_lines_train_prints(compiled_local):
