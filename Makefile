@@ -11,12 +11,12 @@ run: setup
 	$(BIN)/mlops run
 
 test: setup
-	$(BIN)/ruff check pipelines steps tests bench
+	$(BIN)/ruff check mlops pipelines steps tests bench
 	CHECKOV_BIN=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check pipelines steps tests bench
-	$(BIN)/ruff format --check pipelines steps tests bench
+	$(BIN)/ruff check mlops pipelines steps tests bench
+	$(BIN)/ruff format --check mlops pipelines steps tests bench
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.data import generate_rows  # noqa: E402
+from steps.preprocess.data import generate_rows  # noqa: E402
 
 VALIDATE = ROOT / "steps" / "validate_data" / "code" / "validate.py"
 SUITE = ROOT / "config" / "expectations" / "digits.yaml"

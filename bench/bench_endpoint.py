@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines.serving import supervisor
+    from mlops.serving import supervisor
 
     console = Console(width=180)
     load_before = " / ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -33,7 +33,7 @@ CACHE = tempfile.mkdtemp(prefix="bench-compile-cache-")
 
 
 def mlops_run(home: Path, *args: str) -> float:
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--home", str(home), *args]
+    cmd = [sys.executable, "-m", "mlops.cli.main", "run", "--home", str(home), *args]
     start = time.perf_counter()
     env = {**os.environ, "MLOPS_COMPILE_CACHE": CACHE}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -95,8 +95,8 @@ def chain_definition(n: int, bucket: str = "bench") -> dict:
 
 
 def bench_chain(repeat: int, n: int = 20) -> float:
-    from pipelines.local.home import Home
-    from pipelines.local.s3store import S3Store
+    from mlops.local.s3store import S3Store
+    from mlops.local.state.home import Home
 
     per_step = []
     for _ in range(repeat):
@@ -141,9 +141,9 @@ def main() -> int:
         rows.append(("per step, 20-step python3 -c chain (ms)", f"{chain * 1000:.0f}", "<= 100"))
 
     if not args.skip_scaling:
-        from pipelines.data import generate_rows
-        from pipelines.local.home import Home
-        from pipelines.local.s3store import S3Store
+        from mlops.local.s3store import S3Store
+        from mlops.local.state.home import Home
+        from steps.preprocess.data import generate_rows
 
         for n in [int(x) for x in args.rows.split(",")]:
             home = Path(tempfile.mkdtemp(prefix=f"bench-rows-{n}-"))

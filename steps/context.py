@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.bundles import Bundle, BundleRegistry
-from pipelines.config import Config, Image, Instances
+from mlops.compile.bundles import Bundle, BundleRegistry
+from mlops.config import Config, Image, Instances
 
 STEPS_DIR = Path(__file__).resolve().parent
 PROCESSING_ROOT = "/opt/ml/processing"

@@ -16,16 +16,16 @@ for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
 
 @pytest.fixture(scope="session")
 def compiled_local():
-    from pipelines.compile import compile_pipelines
-    from pipelines.config import load_config
+    from mlops.compile.compiler import compile_pipelines
+    from mlops.config import load_config
 
     return compile_pipelines(load_config("local"))
 
 
 @pytest.fixture(scope="session")
 def compiled_prod():
-    from pipelines.compile import compile_pipelines
-    from pipelines.config import load_config
+    from mlops.compile.compiler import compile_pipelines
+    from mlops.config import load_config
 
     return compile_pipelines(load_config("prod"))
 

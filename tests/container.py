@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local.sandbox import host_paths_under_tmp
+from mlops.local.runtime.sandbox import host_paths_under_tmp
 
 VENV_BIN = Path(sys.executable).parent
 

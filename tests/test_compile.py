@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pipelines.validate import validate_definition
+from mlops.definition.validate import validate_definition
 
 from .conftest import ROOT
 
@@ -82,7 +82,7 @@ def test_register_pending_manual_approval_with_metrics(compiled_local):
 
 def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compiled_local, compiled_prod):
     for compiled, env in ((compiled_local, "local"), (compiled_prod, "prod")):
-        from pipelines.config import load_config
+        from mlops.config import load_config
 
         cfg = load_config(env)
         train = steps_by_name(compiled.definition())["Train"]["Arguments"]
@@ -154,7 +154,7 @@ def test_code_bundles_are_content_addressed(compiled_local):
 
 
 def _compile_subprocess(out, env_vars, isolate_network=False):
-    cmd = [sys.executable, "-m", "pipelines.cli", "compile", "--env", "local", "--out", str(out)]
+    cmd = [sys.executable, "-m", "mlops.cli.main", "compile", "--env", "local", "--out", str(out)]
     if isolate_network and shutil.which("bwrap"):
         # no network at all: any AWS call would fail loudly
         cmd = [

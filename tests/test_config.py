@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.config import load_config
-from pipelines.errors import ConfigError
+from mlops.cli.main import main
+from mlops.config import load_config
+from mlops.errors import ConfigError
 
 from .conftest import ROOT
 
@@ -148,7 +148,7 @@ def test_cli_exit_code_2_and_one_red_line_and_nothing_written(config_dir, tmp_pa
 def test_cli_subprocess_exit_code(config_dir):
     _write_overlay(config_dir, _local_with("aws.bucket", "Bad_Bucket"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "config", "--env", "bad"], capture_output=True, text=True
+        [sys.executable, "-m", "mlops.cli.main", "config", "--env", "bad"], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert re.fullmatch(
@@ -161,7 +161,7 @@ def test_no_account_region_role_bucket_or_instance_type_in_python_code():
         r"\b\d{12}\b|[a-z]{2}-(east|west|central|north|south)-\d|\bml\.[a-z0-9]+\.[a-z0-9]+\b"
     )
     offenders = []
-    for path in list((ROOT / "pipelines").rglob("*.py")) + list((ROOT / "steps").rglob("*.py")):
+    for path in [p for top in ("mlops", "pipelines", "steps") for p in (ROOT / top).rglob("*.py")]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line) and "noqa: config" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.data import COLUMNS, write_digits_csv
+from steps.preprocess.data import COLUMNS, write_digits_csv
 from steps.train.metrics import METRIC_DEFINITIONS
 
 from .conftest import ROOT

@@ -1,4 +1,4 @@
-"""pipelines/data.py: the digits CSV, synthetic rows like it, and atomic writes."""
+"""steps/preprocess/data.py: the digits CSV, synthetic rows like it, and atomic writes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from pipelines import data
-from pipelines.data import COLUMNS, DataError, generate_rows, write_digits_csv
+from steps.preprocess import data
+from steps.preprocess.data import COLUMNS, DataError, generate_rows, write_digits_csv
 
 
 def test_columns_are_64_pixels_then_label():

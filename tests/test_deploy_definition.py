@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.validate import validate_definition, validate_request
+from mlops.definition.validate import validate_definition, validate_request
 from steps.endpoint_ops.code.endpoint_ops import alarm_names, alarm_requests, scaling_requests
 from steps.smoke_test.code.smoke_test import run_smoke_test
 

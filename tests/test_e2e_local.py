@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from pipelines.cli import main
-from pipelines.local.home import Home
+from mlops.cli.main import main
+from mlops.local.state.home import Home
 
 from .conftest import ROOT
 
@@ -94,8 +94,8 @@ def test_parameter_of_the_wrong_type_is_refused_before_anything_runs(home, capsy
 
 
 def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, capsys, tmp_path):
-    from pipelines.data import write_digits_csv
-    from pipelines.local.s3store import S3Store
+    from mlops.local.s3store import S3Store
+    from steps.preprocess.data import write_digits_csv
 
     csv = tmp_path / "digits.csv"
     write_digits_csv(csv)
@@ -122,8 +122,8 @@ def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, 
 
 
 def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, capsys, tmp_path):
-    from pipelines.compile import compile_pipelines
-    from pipelines.config import load_config
+    from mlops.compile.compiler import compile_pipelines
+    from mlops.config import load_config
 
     good = compile_pipelines(load_config("local")).definition()
     broken = copy.deepcopy(good)
@@ -153,7 +153,7 @@ def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, cap
 
 
 def test_two_concurrent_runs_in_one_home_do_not_interfere(home):
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--home", str(home)]
+    cmd = [sys.executable, "-m", "mlops.cli.main", "run", "--home", str(home)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from pipelines.cli import main
-from pipelines.errors import DefinitionError
-from pipelines.graph import dot, mermaid, render_picture
-from pipelines.validate import validate_definition, validate_request
+from mlops.cli.main import main
+from mlops.definition.graph import dot, mermaid, render_picture
+from mlops.definition.validate import validate_definition, validate_request
+from mlops.errors import DefinitionError
 
 
 def processing(name, depends_on=(), uri="s3://bucket/in/"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines import PROJECT_ROOT
+from mlops._root import PROJECT_ROOT
 from steps.context import PROCESSING_ROOT, StepContext, code_input, processing_input, processing_output
 from steps.preprocess.step import SPLITS, split_uri
 

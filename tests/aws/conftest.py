@@ -11,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from pipelines import PROJECT_ROOT
+from mlops._root import PROJECT_ROOT
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account, the documentation example id
@@ -76,14 +76,14 @@ def ci_config_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cfg(ci_config_dir):
-    from pipelines.config import load_config
+    from mlops.config import load_config
 
     return load_config("ci", directory=ci_config_dir, environ={})
 
 
 @pytest.fixture
 def aws(moto, cfg):
-    from pipelines.aws.session import Aws
+    from mlops.aws.session import Aws
 
     return Aws.from_config(cfg)
 
@@ -171,7 +171,7 @@ def hand_made_definition(cfg, extra_step: bool = False) -> str:
 @pytest.fixture
 def bundle(cfg, tmp_path):
     """A real content-addressed bundle of two files."""
-    from pipelines.bundles import BundleRegistry
+    from mlops.compile.bundles import BundleRegistry
 
     src = tmp_path / "code"
     (src / "pkg").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The CLI (pipelines.cli.main with our register()) against moto: what a user sees and the exit codes."""
+"""The CLI (mlops.cli.main.main with our register()) against moto: what a user sees and the exit codes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import boto3
 import pytest
 
-from pipelines.aws import pipelines_api as api
-from pipelines.cli import main
+from mlops.aws import pipelines_api as api
+from mlops.cli.main import main
 
 from .conftest import hand_made_definition, names
 
@@ -105,7 +105,7 @@ def test_the_step_table_shows_each_step_with_its_status_and_reason():
 
     from rich.console import Console
 
-    from pipelines.aws.commands import _state_table
+    from mlops.cli.aws import _state_table
 
     t0 = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
     state = api.ExecutionState(

@@ -7,10 +7,10 @@ import json
 import boto3
 import pytest
 
-from pipelines.aws import events
-from pipelines.aws import pipelines_api as api
-from pipelines.cli import main
-from pipelines.compile import compile_pipelines
+from mlops.aws import events
+from mlops.aws import pipelines_api as api
+from mlops.cli.main import main
+from mlops.compile.compiler import compile_pipelines
 
 pytestmark = pytest.mark.slow  # each compile runs the SageMaker SDK for ~10 s
 

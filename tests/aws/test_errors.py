@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from pipelines.aws import pipelines_api as api
-from pipelines.aws.session import (
+from mlops.aws import pipelines_api as api
+from mlops.aws.session import (
     Aws,
     AwsAccessDenied,
     AwsCredentialsError,

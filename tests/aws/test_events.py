@@ -7,7 +7,7 @@ import json
 import boto3
 import pytest
 
-from pipelines.aws import events
+from mlops.aws import events
 
 GROUP = "digits-classifier"
 PATTERN = events.approval_event_pattern(GROUP)

@@ -14,9 +14,9 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from pipelines.aws import events, infra
-from pipelines.config import load_config
-from pipelines.errors import ConfigError
+from mlops.aws import events, infra
+from mlops.config import load_config
+from mlops.errors import ConfigError
 
 from .conftest import ACCOUNT, REGION, ROOT
 

@@ -11,10 +11,10 @@ import pytest
 from botocore.stub import Stubber
 from botocore.validate import ParamValidator
 
-from pipelines.aws import pipelines_api as api
-from pipelines.aws.session import Aws, AwsNotFound
-from pipelines.config import load_config
-from pipelines.errors import ParameterError
+from mlops.aws import pipelines_api as api
+from mlops.aws.session import Aws, AwsNotFound
+from mlops.config import load_config
+from mlops.errors import ParameterError
 
 from .conftest import hand_made_definition, names
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.local import sandbox
-from pipelines.local.s3store import S3Store
+from mlops.local.runtime import sandbox
+from mlops.local.s3store import S3Store
 
 HAS_BWRAP = sandbox._bwrap_works()
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bwrap cannot create namespaces on this machine")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipelines.local.commands import main
-from pipelines.local.home import Home
+from mlops.cli.run import main
+from mlops.local.state.home import Home
 
 EVALUATE = (
     "import json, os; os.makedirs('/opt/ml/processing/report', exist_ok=True);"

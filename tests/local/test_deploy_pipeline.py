@@ -13,13 +13,13 @@ import tarfile
 
 import pytest
 
-from pipelines.compile import compile_pipelines
-from pipelines.config import load_config
-from pipelines.data import write_digits_csv
-from pipelines.local.executor import run_definition
-from pipelines.local.home import Home
-from pipelines.local.s3store import S3Store
-from pipelines.serving import supervisor
+from mlops.compile.compiler import compile_pipelines
+from mlops.config import load_config
+from mlops.local.s3store import S3Store
+from mlops.local.scheduler import run_definition
+from mlops.local.state.home import Home
+from mlops.serving import supervisor
+from steps.preprocess.data import write_digits_csv
 
 from ..conftest import ROOT
 from ..container import run_in_container
@@ -65,7 +65,7 @@ def model_tar(tmp_path_factory, digits_rows):
 @pytest.fixture
 def home(tmp_path, deploy_definition):
     home = Home.open(tmp_path / "home")
-    from pipelines.compile import compile_cached
+    from mlops.compile.compiler import compile_cached
 
     store = S3Store(home.s3_root)
     for bundle in compile_cached(load_config("local")).bundles:

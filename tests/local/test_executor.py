@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import PROJECT_ROOT
-from pipelines.errors import DefinitionError, ParameterError
-from pipelines.local.executor import ExecutionRecord, classify_failure, parse_duration, plan, run_definition
-from pipelines.local.home import Home
-from pipelines.local.s3store import S3Store
+from mlops._root import PROJECT_ROOT
+from mlops.errors import DefinitionError, ParameterError
+from mlops.local.s3store import S3Store
+from mlops.local.scheduler import ExecutionRecord, classify_failure, parse_duration, plan, run_definition
+from mlops.local.state.home import Home
 
 ROLE = "arn:aws:iam::123456789012:role/PipelineRole"
 
@@ -485,7 +485,7 @@ def test_failure_reason_then_resume_reruns_only_failed_and_downstream(tmp_path):
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.local.commands", *args],
+        [sys.executable, "-m", "mlops.cli.run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,8 +2,7 @@
 
 import pytest
 
-from pipelines.errors import DefinitionError, ParameterError
-from pipelines.local.expressions import (
+from mlops.definition.expressions import (
     Context,
     evaluate,
     parameter_values,
@@ -12,6 +11,7 @@ from pipelines.local.expressions import (
     references,
     resolve,
 )
+from mlops.errors import DefinitionError, ParameterError
 
 DEFINITION = {
     "Parameters": [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import PROJECT_ROOT
-from pipelines.errors import MlopsError
-from pipelines.local.home import Home, atomic_write, resolve_home
+from mlops._root import PROJECT_ROOT
+from mlops.errors import MlopsError
+from mlops.local.state.home import Home, atomic_write, resolve_home
 
 
 def test_home_precedence(tmp_path, monkeypatch):
@@ -64,7 +64,7 @@ def test_resume_claim_refuses_succeeded_and_unknown(tmp_path):
 
 REGISTER = """
 import sys
-from pipelines.local.home import Home
+from mlops.local.state.home import Home
 home = Home.open(sys.argv[1])
 for _ in range(10):
     home.register_model_package("digits", "arn:aws:sagemaker:r:1:model-package", approval_status="PendingManualApproval",

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from pipelines.local.jobs import JobRequestError, run_processing_job
+from mlops.local.runtime import JobRequestError, run_processing_job
 
 # A script that knows only the container contract: /opt/ml paths, fixed unless given as arguments (the
 # form that also runs in mapped-paths mode, where the executor rewrites them).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.local.s3store import S3Store, S3StoreError
+from mlops.local.s3store import S3Store, S3StoreError
 
 
 def test_put_and_read_back(store: S3Store, tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local import sandbox
-from pipelines.local.sandbox import Instance, Mount, SandboxError, mount_plan, path_rewriter, run_group
+from mlops.local.runtime import sandbox
+from mlops.local.runtime.sandbox import Instance, Mount, SandboxError, mount_plan, path_rewriter, run_group
 
 PY = str(Path(sys.executable).parent)
 
@@ -141,7 +141,7 @@ def test_forced_mode_must_be_known(monkeypatch):
 EXECUTOR = """
 import sys, threading
 from pathlib import Path
-from pipelines.local.sandbox import Instance, run_group
+from mlops.local.runtime.sandbox import Instance, run_group
 tmp, marker, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120) # ' + sys.argv[1]]); time.sleep(120)"
 run_group([Instance("algo-1", [sys.executable, "-c", code, marker], {}, [])],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local.jobs import JobRequestError, run_training_job
+from mlops.local.runtime import JobRequestError, run_training_job
 
 # Two hosts meet over a fixed port at algo-1, as torchrun does; each checks the host contract first.
 RENDEZVOUS = textwrap.dedent(

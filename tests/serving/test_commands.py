@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from pipelines.serving import commands, supervisor
+from mlops.cli import endpoints as commands
+from mlops.serving import supervisor
 
 
 def run_cli(*argv: str) -> int:

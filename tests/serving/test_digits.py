@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.serving import supervisor
+from mlops.serving import supervisor
 
 pytestmark = pytest.mark.slow  # trains a small model first
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipelines.serving import supervisor
+from mlops.serving import supervisor
 
 
 @pytest.fixture(scope="module")

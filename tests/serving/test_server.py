@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import PROJECT_ROOT
-from pipelines.serving.supervisor import free_port
+from mlops._root import PROJECT_ROOT
+from mlops.serving.supervisor import free_port
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -30,7 +30,7 @@ def serve(model_dir: Path, workers: int):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serving.server", "--model-dir", str(model_dir), "--port", str(port),
+        [sys.executable, "-m", "mlops.serving.server", "--model-dir", str(model_dir), "--port", str(port),
          "--workers", str(workers)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -193,7 +193,7 @@ def test_only_the_contract_routes_exist(flaky_server, method, path, status):
     ids=["no-code", "no-model-fn", "import-error", "model-fn-raises"],
 )
 def test_a_broken_model_dir_fails_at_load_with_the_reason(tmp_path, files, message):
-    from pipelines.serving.server import ModelLoadError, ModelService
+    from mlops.serving.server import ModelLoadError, ModelService
 
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

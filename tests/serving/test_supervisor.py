@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pipelines.serving import supervisor
-from pipelines.serving.supervisor import EndpointError, EndpointNotFound
+from mlops.serving import supervisor
+from mlops.serving.supervisor import EndpointError, EndpointNotFound
 
 
 def port_open(port: int) -> bool:

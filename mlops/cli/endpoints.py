@@ -1,0 +1,166 @@
+"""``mlops endpoints ...``: list, start, invoke, logs and stop local endpoints (wired in by ``mlops.cli.main``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mlops.errors import MlopsError
+from mlops.serving import supervisor
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    endpoints = subparsers.add_parser("endpoints", help="local endpoints (SageMaker serving contract)")
+    sub = endpoints.add_subparsers(dest="endpoints_command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--home", type=Path, help="MLOps home (default: $MLOPS_HOME or <project>/.mlops)")
+        p.set_defaults(func=_guarded(handler))
+        return p
+
+    p = add("list", _list, "list local endpoints and whether their processes are alive")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = add("show", _show, "one endpoint: versions, ports, deployment history")
+    p.add_argument("name")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = add("start", _start, "serve a model dir (unpacked model.tar.gz) as a local endpoint")
+    p.add_argument("name")
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--port", type=int, default=8080, help="public port on 127.0.0.1 (default 8080)")
+    p.add_argument("--workers", type=int, default=2, help="model server worker processes (default 2)")
+    p.add_argument("--version", help="version label (default: the model dir's name)")
+
+    p = add("invoke", _invoke, "POST a payload file to an endpoint's /invocations and print the answer")
+    p.add_argument("name")
+    p.add_argument("--data", required=True, type=Path, help="payload file ('-' for stdin)")
+    p.add_argument("--content-type", default="application/json", help="default application/json")
+    p.add_argument("--accept", help="response type (default: the server's, JSON)")
+
+    p = add("logs", _logs, "print the last lines of an endpoint's log")
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("--source", choices=["front", *supervisor.VARIANTS], help="default: the active version")
+
+    p = add("stop", _stop, "stop an endpoint's processes (its record and logs stay)")
+    p.add_argument("name")
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except MlopsError as err:
+            Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            return err.exit_code
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _status_style(status: str) -> str:
+    return {"InService": "green", "Failed": "red", "RolledBack": "red"}.get(status, "yellow")
+
+
+def _list(args: argparse.Namespace) -> int:
+    endpoints = supervisor.list_endpoints(home=args.home)
+    if args.format == "json":
+        print(json.dumps([e.to_json() for e in endpoints], indent=2))
+        return 0
+    if not endpoints:
+        Console().print("no local endpoints")
+        return 0
+    table = Table(title="local endpoints")
+    for col in ("name", "status", "url", "version", "variant", "workers", "started"):
+        table.add_column(col, no_wrap=col in ("name", "status", "url"))
+    for e in endpoints:
+        a = e.active
+        table.add_row(
+            e.name,
+            f"[{_status_style(e.status)}]{e.status}[/]",
+            e.url,
+            a.version if a else "-",
+            a.variant if a else "-",
+            str(a.workers) if a else "-",
+            e.started_at,
+        )
+    Console().print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    e = supervisor.get_endpoint(args.name, home=args.home)
+    if args.format == "json":
+        print(json.dumps(e.to_json(), indent=2))
+        return 0
+    console = Console()
+    console.print(f"[bold]{e.name}[/] [{_status_style(e.status)}]{e.status}[/] {e.url}")
+    if e.active:
+        a = e.active
+        console.print(
+            f"active: {a.version} ({a.variant}) pid {a.process.pid} port {a.port}, model {a.model_dir}"
+        )
+    table = Table(title="deployments")
+    for col in ("at", "version", "variant", "status", "reason"):
+        table.add_column(col)
+    for d in e.deployments:
+        table.add_row(d.at, d.version, d.variant, f"[{_status_style(d.status)}]{d.status}[/]", d.reason)
+    console.print(table)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    with console.status(f"starting {args.name} ({args.workers} workers) on port {args.port} ..."):
+        e = supervisor.start_endpoint(
+            args.name, args.model_dir, args.port, home=args.home, workers=args.workers, version=args.version
+        )
+    Console().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
+    return 0
+
+
+def _read_payload(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise supervisor.EndpointError(f"--data {path}: {err.strerror}") from err
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    result = supervisor.invoke(
+        args.name, _read_payload(args.data), args.content_type, accept=args.accept, home=args.home
+    )
+    text = result.body.decode("utf-8", errors="replace")
+    if result.status >= 400:
+        Console(stderr=True).print(
+            f"[red]error:[/red] HTTP {result.status}: {text}", highlight=False, soft_wrap=True
+        )
+        return 1
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    if args.lines < 1:
+        raise supervisor.EndpointError(f"-n {args.lines}: give a positive number of lines")
+    for line in supervisor.endpoint_logs(args.name, home=args.home, lines=args.lines, source=args.source):
+        print(line)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    e = supervisor.stop_endpoint(args.name, home=args.home)
+    Console().print(f"{e.name} stopped")
+    return 0

@@ -1,0 +1,105 @@
+"""Handlers for the steps that run no job: Condition, Fail, RegisterModel and Model (CreateModel)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mlops.definition.expressions import Context, evaluate, resolve
+from mlops.errors import DefinitionError, MlopsError
+from mlops.local.state.home import Home, now
+
+log = logging.getLogger(__name__)
+
+
+def condition_outcome(arguments: Mapping[str, Any], ctx: Context) -> bool:
+    """All of ``Conditions`` must hold (SageMaker ANDs the list)."""
+    conditions = arguments.get("Conditions")
+    if not isinstance(conditions, list):
+        raise DefinitionError("Condition step needs a Conditions list")
+    return all(evaluate(c, ctx) for c in conditions)
+
+
+def fail_message(arguments: Mapping[str, Any], ctx: Context) -> str:
+    message = resolve(arguments.get("ErrorMessage", ""), ctx)
+    return str(message) if message not in (None, "") else "Fail step reached"
+
+
+def _metric_files(node: Any, read_text: Callable[[str], str], where: str = "ModelMetrics") -> dict[str, Any]:
+    """Every ``{ContentType, S3Uri}`` leaf of ModelMetrics with the content it points at."""
+    out: dict[str, Any] = {}
+    if isinstance(node, Mapping):
+        if isinstance(node.get("S3Uri"), str):
+            text = read_text(node["S3Uri"])
+            try:
+                content: Any = json.loads(text)
+            except ValueError:
+                content = text
+            out[where.removeprefix("ModelMetrics.")] = {
+                "S3Uri": node["S3Uri"],
+                "ContentType": node.get("ContentType"),
+                "Content": content,
+            }
+        else:
+            for key, value in node.items():
+                out.update(_metric_files(value, read_text, f"{where}.{key}"))
+    return out
+
+
+def register_model(
+    home: Home,
+    request: Mapping[str, Any],
+    *,
+    read_text: Callable[[str], str],
+    execution_id: str,
+    step: str,
+    prefix: str,
+) -> dict[str, Any]:
+    """Add a model package version to the local registry; returns the step's properties."""
+    group = request.get("ModelPackageGroupName")
+    if not group or not isinstance(group, str):
+        raise DefinitionError(f"step {step}: RegisterModel needs ModelPackageGroupName")
+    spec = request.get("InferenceSpecification") or {}
+    containers = spec.get("Containers") or [{}]
+    try:
+        metrics = _metric_files(request.get("ModelMetrics") or {}, read_text)
+    except FileNotFoundError as err:
+        raise MlopsError(f"step {step}: model metrics file not found: {err}") from None
+    status = request.get("ModelApprovalStatus") or "PendingManualApproval"
+    row = home.register_model_package(
+        group,
+        f"{prefix}:model-package",
+        approval_status=status,
+        model_data_url=containers[0].get("ModelDataUrl"),
+        image=containers[0].get("Image"),
+        content_types=spec.get("SupportedContentTypes"),
+        response_types=spec.get("SupportedResponseMIMETypes"),
+        inference_instances=spec.get("SupportedRealtimeInferenceInstanceTypes"),
+        transform_instances=spec.get("SupportedTransformInstanceTypes"),
+        metrics=metrics,
+        execution_id=execution_id,
+        step=step,
+        description=request.get("ModelPackageDescription"),
+        request=dict(request),
+    )
+    log.info("registered %s (%s)", row["arn"], status)
+    return {
+        "ModelPackageArn": row["arn"],
+        "ModelPackageGroupName": group,
+        "ModelPackageVersion": row["version"],
+        "ModelApprovalStatus": status,
+        "ModelPackageStatus": "Completed",
+        "CreationTime": row["created_at"],
+    }
+
+
+def create_model(
+    home: Home, request: Mapping[str, Any], *, execution_id: str, step: str, prefix: str
+) -> dict[str, Any]:
+    """Record a CreateModel request; SageMaker names the model when the step does not."""
+    name = request.get("ModelName") or f"pipelines-{execution_id}-{step}"[:63].rstrip("-")
+    arn = f"{prefix}:model/{name.lower()}"
+    home.record_model(name, arn, execution_id, step, dict(request))
+    return {"ModelName": name, "ModelArn": arn, "CreationTime": now()}

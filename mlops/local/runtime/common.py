@@ -1,0 +1,223 @@
+"""What Processing and Training jobs share: request checks, host dirs, environment, inputs and results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops.errors import DefinitionError
+from mlops.local.runtime import sandbox
+from mlops.local.s3store import S3Store, S3StoreError, split_uri
+
+ML = "/opt/ml"
+# Variables from the executor's own environment that the job must not inherit.
+_DROP_ENV = re.compile(r"^(AWS_|SM_|SAGEMAKER_|PYTEST_|MLOPS_SANDBOX$|VIRTUAL_ENV$|PYTHONHOME$)")
+
+
+class JobRequestError(DefinitionError):
+    """A job request the local runtime cannot run: names the field and the value."""
+
+
+@dataclass
+class JobResult:
+    status: str  # "Completed" | "Failed" | "Stopped"
+    failure_reason: str | None
+    properties: dict
+    metrics: dict[str, float]
+    log_paths: list[Path]
+    job_dir: Path
+
+
+@dataclass
+class HostDirs:
+    """One instance's sandbox on this machine: ``ml`` is what the job sees at ``/opt/ml``."""
+
+    host: str
+    root: Path
+    ml: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ml = self.root / "ml"
+
+    def container_dir(self, container_path: str) -> Path:
+        """The host dir behind a container path: under ``ml`` for ``/opt/ml/...``, else under ``paths/``."""
+        rel = os.path.relpath(container_path, ML)
+        if not rel.startswith(".."):
+            return self.ml / rel if rel != "." else self.ml
+        return self.root / "paths" / container_path.lstrip("/")
+
+
+def host_names(count: int) -> list[str]:
+    return [f"algo-{i}" for i in range(1, count + 1)]
+
+
+def make_host_dirs(job_dir: Path, count: int) -> list[HostDirs]:
+    """Fresh sandboxes: a retry in the same job dir must not see the previous attempt's files."""
+    hosts = [HostDirs(h, Path(job_dir) / h) for h in host_names(count)]
+    for h in hosts:
+        shutil.rmtree(h.root, ignore_errors=True)
+        (Path(job_dir) / f"{h.host}.log").unlink(missing_ok=True)
+        h.ml.mkdir(parents=True)
+    return hosts
+
+
+def get(request: dict, dotted: str, kind: type | tuple = object, default: Any = ..., where: str = "") -> Any:
+    """``request["A"]["B"]`` for ``"A.B"``, type-checked, with a one-line error naming the field."""
+    node: Any = request
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not ...:
+                return default
+            raise JobRequestError(f"{where or 'job request'}: missing field {dotted}")
+        node = node[part]
+    if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
+        raise JobRequestError(f"{where or 'job request'}: field {dotted} = {node!r} has the wrong type")
+    return node
+
+
+def container_path(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
+        raise JobRequestError(f"{field_name} = {value!r} must be an absolute container path without '..'")
+    return value.rstrip("/") or "/"
+
+
+def s3_uri(value: Any, field_name: str) -> str:
+    try:
+        split_uri(value)
+    except S3StoreError as err:
+        raise JobRequestError(f"{field_name}: {err}") from err
+    return value
+
+
+def base_env(extra: dict[str, Any] | None) -> dict[str, str]:
+    """The executor's environment minus AWS/SageMaker leftovers, with this interpreter first on PATH.
+
+    The image is not pulled: ``python3``, ``pip3`` and ``torchrun`` resolve to the project's venv.
+    """
+    env = {k: v for k, v in os.environ.items() if not _DROP_ENV.match(k)}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in (extra or {}).items():
+        if not isinstance(value, str):
+            raise JobRequestError(f"Environment.{key} = {value!r} must be a string")
+        env[key] = value
+    return env
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def s3_objects(store: S3Store, uri: str, data_type: str, where: str) -> list[tuple[str, str]]:
+    """``(object uri, relative path)`` pairs for an S3Prefix or ManifestFile input, sorted by key."""
+    if data_type == "S3Prefix":
+        return store.relative_keys(uri)
+    if data_type == "ManifestFile":
+        if not store.exists(uri):
+            return []
+        try:
+            manifest = json.loads(store.path(uri).read_text())
+            prefix = manifest[0]["prefix"]
+            rels = [r for r in manifest[1:] if isinstance(r, str)]
+        except (ValueError, LookupError, TypeError) as err:
+            raise JobRequestError(
+                f"{where}: manifest {uri} is not a SageMaker manifest file ({err})"
+            ) from err
+        base = prefix if prefix.endswith("/") else prefix + "/"
+        return [(base + r, r) for r in sorted(rels)]
+    raise JobRequestError(
+        f"{where}: S3DataType {data_type!r} is not supported locally (S3Prefix, ManifestFile)"
+    )
+
+
+def shard(objects: list, index: int, count: int, distribution: str, where: str) -> list:
+    """``ShardedByS3Key``: instance ``index`` gets objects index, index+count, ... of the sorted keys."""
+    if distribution in ("", "FullyReplicated"):
+        return objects
+    if distribution == "ShardedByS3Key":
+        return objects[index::count]
+    raise JobRequestError(
+        f"{where}: S3DataDistributionType {distribution!r} is not one of FullyReplicated, ShardedByS3Key"
+    )
+
+
+class MetricParser:
+    """Applies ``MetricDefinitions`` regexes to log lines; the last value of each name wins."""
+
+    def __init__(self, definitions: list[dict]):
+        self.rules = []
+        for i, d in enumerate(definitions or []):
+            try:
+                self.rules.append((d["Name"], re.compile(d["Regex"])))
+            except (KeyError, TypeError, re.error) as err:
+                raise JobRequestError(
+                    f"AlgorithmSpecification.MetricDefinitions[{i}] is invalid: {err}"
+                ) from err
+        self.values: dict[str, float] = {}
+        self.stamps: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def feed(self, line: str) -> None:
+        for name, rx in self.rules:
+            m = rx.search(line)
+            if not m:
+                continue
+            try:
+                value = float(m.group(1) if m.groups() else m.group(0))
+            except (TypeError, ValueError):
+                continue
+            with self._lock:
+                self.values[name] = value
+                self.stamps[name] = now()
+
+    def final_list(self) -> list[dict]:
+        return [
+            {"MetricName": n, "Value": v, "Timestamp": self.stamps[n].isoformat()}
+            for n, v in self.values.items()
+        ]
+
+
+_STOPPED_BY_US = {-15, -9, 143, 137}  # SIGTERM/SIGKILL, as a signal or as a shell's 128 + n
+
+
+def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict[str, list[str]]) -> str:
+    """Why the job failed, from the host that failed first: its failure file if written (``failure_file``
+    relative to its ``/opt/ml``), else its last stderr lines. Hosts we stopped because a peer failed
+    come last."""
+    failed = [(h, c) for h, c in zip(hosts, codes, strict=True) if c != 0]
+    failed.sort(key=lambda hc: (not (hc[0].ml / failure_file).is_file(), hc[1] in _STOPPED_BY_US))
+    if not failed:
+        return "job failed"
+    host, code = failed[0]
+    path = host.ml / failure_file
+    if path.is_file():
+        text = path.read_text(errors="replace").strip()
+        if text:
+            return text[-2048:]
+    tail = "\n".join(tails.get(host.host, [])[-10:]).strip()
+    return f"{host.host} exited with code {code}" + (f": {tail}" if tail else "")
+
+
+LogCallback = Callable[[str, str], None]
+
+
+def service_env(services) -> dict[str, str]:
+    """Variables that point a job's AWS SDK at the local stand-ins (``aws_standin.LocalAws``), if any."""
+    return services.job_env(sandbox.sandbox_mode()) if services else {}

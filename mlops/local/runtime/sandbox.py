@@ -1,0 +1,518 @@
+"""Runs a job's instances as SageMaker containers would see them, without containers.
+
+``bwrap`` mode (the default where user namespaces work): one outer ``bwrap --unshare-net`` per job gives
+the job a private network (loopback up) that its N hosts share, so fixed ports such as torchrun's
+``algo-1:7777`` never collide between concurrent jobs. Inside it a generated bash supervisor starts
+one inner ``bwrap`` per instance with its own hostname (``algo-N``), PID namespace, a generated
+``/etc/hosts`` (``algo-*`` -> 127.0.0.1), a private ``/tmp``, the host root read-only and the instance's
+sandbox dirs bound at their container paths (``/opt/ml``, processing ``LocalPath`` s, ...).
+
+``none`` mode (no usable namespaces, or ``MLOPS_SANDBOX=none``): processes run directly; every container
+path in the arguments, environment and working dir is rewritten to its host dir ("mapped paths"). Scripts
+that read container paths from files they ship themselves cannot be rewritten, so this mode warns once.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import logging
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops.errors import MlopsError
+
+log = logging.getLogger(__name__)
+
+BWRAP = "bwrap"
+NONE = "none"
+MODES = (BWRAP, NONE)
+SUPERVISOR = "supervise.sh"  # written into each job's sandbox work dir
+# Host-root entries that get a fresh instance of their own instead of the host's.
+_SPECIAL_ROOT = {"/proc": ["--proc", "/proc"], "/dev": ["--dev", "/dev"], "/tmp": ["--tmpfs", "/tmp"]}
+_TAIL_LINES = 20
+_warned_mapped = False
+
+
+class SandboxError(MlopsError):
+    """A sandbox that cannot be set up as asked."""
+
+
+@dataclass
+class Mount:
+    """Host dir or file ``source`` visible at the absolute container path ``target``."""
+
+    target: str
+    source: Path
+    read_only: bool = False
+
+
+@dataclass
+class Instance:
+    """One job instance (one SageMaker host): its command and what it sees."""
+
+    host: str
+    argv: list[str]
+    env: dict[str, str]
+    mounts: list[Mount] = field(default_factory=list)
+    cwd: str | None = None
+
+
+@dataclass
+class GroupResult:
+    exit_codes: list[int]
+    stopped: bool  # the cancel event was set
+    timed_out: bool  # max_runtime elapsed
+    stderr_tail: dict[str, list[str]]  # host -> last stderr lines
+    mode: str
+
+
+def sandbox_mode() -> str:
+    """``bwrap`` or ``none``: ``MLOPS_SANDBOX`` if set, else what this machine supports (probed once)."""
+    forced = os.environ.get("MLOPS_SANDBOX", "").strip().lower()
+    if forced:
+        if forced not in MODES:
+            raise SandboxError(f"MLOPS_SANDBOX={forced!r} is not one of {', '.join(MODES)}")
+        if forced == BWRAP and not _bwrap_works():
+            raise SandboxError("MLOPS_SANDBOX=bwrap but bwrap cannot create namespaces on this machine")
+        return forced
+    return BWRAP if _bwrap_works() else NONE
+
+
+@functools.cache
+def _bwrap_works() -> bool:
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False
+    probe = [exe, "--unshare-net", "--die-with-parent", "--dev-bind", "/", "/", "--"]
+    probe += [exe, "--unshare-pid", "--unshare-uts", "--hostname", "algo-1", "--dev-bind", "/", "/", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# -- mount plan -------------------------------------------------------------------------------------------
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def mount_plan(mounts: list[Mount]) -> list[str]:
+    """bwrap arguments that show the host root read-only with ``mounts`` on top.
+
+    A mount point that does not exist cannot be created in a read-only bind, so the deepest existing
+    directory on the way to it is "exploded": it becomes a tmpfs and each of its real children is bound back
+    (``/opt`` for ``/opt/ml``). Only when that directory is ``/`` itself does the whole root get rebuilt
+    entry by entry on bwrap's tmpfs root. Few mounts keep the sandbox start in the milliseconds.
+    """
+    for m in mounts:
+        if not m.target.startswith("/") or ".." in m.target.split("/"):
+            raise SandboxError(f"container path {m.target!r} must be absolute and without '..'")
+    tops = [m for m in mounts if not any(o is not m and _under(m.target, o.target) for o in mounts)]
+    for m in mounts:
+        if m not in tops:
+            # A mount inside another mount: its mount point must exist in the covering source.
+            cover = max((o for o in tops if _under(m.target, o.target)), key=lambda o: len(o.target))
+            inner = Path(cover.source) / os.path.relpath(m.target, cover.target)
+            if Path(m.source).is_dir():
+                inner.mkdir(parents=True, exist_ok=True)
+            elif not inner.exists():
+                inner.parent.mkdir(parents=True, exist_ok=True)
+                inner.touch()
+    explode: set[str] = set()
+    for m in tops:
+        if _under(m.target, "/tmp") or m.target in _SPECIAL_ROOT:
+            continue  # a fresh tmpfs: bwrap can make any mount point there
+        if os.path.lexists(m.target):
+            if os.path.islink(m.target) or os.path.isdir(m.target) != Path(m.source).is_dir():
+                raise SandboxError(
+                    f"cannot mount {m.source} at {m.target}: {m.target} is a link or of another kind"
+                )
+            continue
+        parent = os.path.dirname(m.target)
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if os.path.islink(parent) or not os.path.isdir(parent):
+            raise SandboxError(f"cannot mount {m.target}: {parent} is not a directory on this machine")
+        explode.add(parent)
+    if "/" in explode:
+        args = _explode("/", [m.target for m in tops], top_level=True)
+    else:
+        args = ["--ro-bind", "/", "/", *(a for special in _SPECIAL_ROOT.values() for a in special)]
+        for directory in sorted(explode, key=lambda d: d.count("/")):
+            args += ["--tmpfs", directory] + _explode(directory, [])
+    # The sandbox's /tmp is private; the interpreter and the project must stay visible when they live there
+    # (a checkout or virtualenv under /tmp, as CI clones often are).
+    for keep in host_paths_under_tmp():
+        args += ["--ro-bind", keep, keep]
+    # bwrap's fresh /dev has no accelerators; hand the GPUs through so CUDA jobs see them.
+    for dev in sorted(glob.glob("/dev/nvidia*")):
+        args += ["--dev-bind", dev, dev]
+    for m in sorted(mounts, key=lambda m: m.target.count("/")):
+        if not Path(m.source).exists():
+            raise SandboxError(f"cannot mount {m.source} at {m.target}: {m.source} does not exist")
+        args += ["--ro-bind" if m.read_only else "--bind", str(m.source), m.target]
+    return args
+
+
+@functools.cache
+def host_paths_under_tmp() -> tuple[str, ...]:
+    """The project and the interpreter, where they live under /tmp (outermost paths only)."""
+    from mlops._root import PROJECT_ROOT
+
+    candidates = {
+        os.path.realpath(p)
+        for p in (PROJECT_ROOT, sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
+    }
+    under = sorted(p for p in candidates if _under(p, "/tmp") and p != "/tmp")
+    return tuple(p for p in under if not any(o != p and _under(p, o) for o in under))
+
+
+def _explode(directory: str, targets: list[str], top_level: bool = False) -> list[str]:
+    args: list[str] = []
+    if top_level:
+        for special_args in _SPECIAL_ROOT.values():
+            args += special_args
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if top_level and path in _SPECIAL_ROOT:
+            continue
+        inside = [t for t in targets if _under(t, path)]
+        if not inside:
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path) or os.path.isfile(path):
+                args += ["--ro-bind", path, path]
+            continue
+        if path in inside:
+            continue  # the mount itself covers it; bwrap makes the mount point on its tmpfs
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise SandboxError(f"cannot mount {inside[0]}: {path} is not a directory on this machine")
+        args += ["--dir", path] + _explode(path, inside)
+    return args
+
+
+# -- mapped paths (no namespaces) -------------------------------------------------------------------------
+def path_rewriter(mounts: list[Mount]) -> Callable[[str], str]:
+    """Rewrites container paths (``/opt/ml/...``) inside a string to their host dirs, longest first."""
+    pairs = sorted(((m.target.rstrip("/"), str(m.source)) for m in mounts), key=lambda p: -len(p[0]))
+    if not pairs:
+        return lambda s: s
+    table = dict(pairs)
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(t) for t, _ in pairs) + r")(?=/|$|[^\w.-])")
+    return lambda s: pattern.sub(lambda m: table[m.group(1)], s)
+
+
+# -- process tree handling --------------------------------------------------------------------------------
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    kids, out, todo = _children_map(), [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _is_supervisor(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f"/{SUPERVISOR}".encode() in f.read()
+    except OSError:
+        return False
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- running a group ----------------------------------------------------------------------------------------
+def run_group(
+    instances: list[Instance],
+    *,
+    work_dir: Path,
+    log_paths: list[Path],
+    on_line: Callable[[str, str, str], None] | None = None,
+    cancel: threading.Event | None = None,
+    max_runtime: float | None = None,
+    grace_s: float = 10.0,
+    mode: str | None = None,
+    bridges: list[tuple[int, str]] = (),
+) -> GroupResult:
+    """Runs all instances at once, streaming each output line to its log and ``on_line(host, stream, line)``.
+
+    Returns when every instance has exited. ``cancel`` or ``max_runtime`` send SIGTERM to the job's
+    processes, then SIGKILL after ``grace_s``.
+    """
+    mode = mode or sandbox_mode()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    pipes = [(os.pipe(), os.pipe()) for _ in instances]
+    tails = {inst.host: deque(maxlen=_TAIL_LINES) for inst in instances}
+    log_lock = threading.Lock()
+    log_files = [open(p, "a", encoding="utf-8", buffering=1) for p in log_paths]  # noqa: SIM115
+    readers = []
+    for i, inst in enumerate(instances):
+        for stream, (r, _w) in zip(("stdout", "stderr"), pipes[i], strict=True):
+            t = threading.Thread(
+                target=_pump,
+                args=(r, inst.host, stream, log_files[i], log_lock, on_line, tails[inst.host]),
+                daemon=True,
+            )
+            t.start()
+            readers.append(t)
+    status_path = work_dir / "supervisor-status.json"
+    status_path.unlink(missing_ok=True)
+    watchdog = None
+    try:
+        if mode == BWRAP:
+            roots = [_start_bwrap(instances, pipes, work_dir, status_path, bridges)]
+        else:
+            roots, watchdog = _start_direct(instances, pipes)
+    except BaseException:
+        for t in readers:
+            t.join(timeout=5)  # they see EOF once the write ends below are closed
+        for f in log_files:
+            f.close()
+        raise
+    finally:
+        for (_, w1), (_, w2) in pipes:
+            os.close(w1)
+            os.close(w2)
+    stopped = timed_out = False
+    deadline = time.monotonic() + max_runtime if max_runtime else None
+    try:
+        while [p.poll() for p in roots].count(None):
+            if cancel is not None and cancel.is_set():
+                stopped = True
+            elif deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+            if stopped or timed_out:
+                _terminate(roots, grace_s)
+                break
+            if any(p.returncode for p in roots):
+                # As on SageMaker, one failed host fails the job: its peers would wait for it forever.
+                _terminate(roots, grace_s)
+                break
+            _wait_exit(roots, 0.1)
+    except BaseException:
+        _terminate(roots, 0)
+        raise
+    finally:
+        for p in roots:
+            p.wait()
+        if watchdog is not None:
+            os.close(watchdog)  # the watchdog now kills whatever the job left behind
+        for t in readers:
+            t.join(timeout=5)
+        for f in log_files:
+            f.close()
+    if mode == BWRAP:
+        try:
+            codes = json.loads(status_path.read_text())
+        except (OSError, ValueError):
+            codes = [roots[0].returncode or -signal.SIGKILL] * len(instances)
+    else:
+        codes = [p.returncode for p in roots]
+    return GroupResult(codes, stopped, timed_out, {h: list(t) for h, t in tails.items()}, mode)
+
+
+def _wait_exit(procs: list[subprocess.Popen], timeout: float) -> None:
+    """Sleeps until one of ``procs`` exits or ``timeout`` passes; a pidfd wakes us the moment it exits."""
+    fds = []
+    try:
+        for p in procs:
+            if p.returncode is None:
+                try:
+                    fds.append(os.pidfd_open(p.pid))
+                except (OSError, AttributeError):  # already reaped, or no pidfd on this kernel
+                    time.sleep(min(timeout, 0.02))
+                    return
+        if fds:
+            select.select(fds, [], [], timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _pump(fd, host, stream, log_file, lock, on_line, tail) -> None:
+    with open(fd, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with lock:
+                log_file.write(f"[{host}] {line}\n")
+            if stream == "stderr":
+                tail.append(line)
+            if on_line is not None:
+                try:
+                    on_line(host, stream, line)
+                except Exception:  # a broken callback must not stall the job's pipes
+                    log.exception("log callback failed")
+
+
+def _start_bwrap(instances, pipes, work_dir: Path, status_path: Path, bridges=()) -> subprocess.Popen:
+    """One outer bwrap (the job's network) running a bash supervisor that starts one inner bwrap per host.
+
+    The supervisor is a generated bash script rather than Python: it starts in milliseconds. Each inner
+    bwrap writes straight into the executor's pipes (inherited fds), so no process copies log lines.
+    """
+    hosts_file = work_dir / "hosts"
+    names = " ".join(inst.host for inst in instances)
+    hosts_file.write_text(f"127.0.0.1\tlocalhost {names}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    exe = shutil.which("bwrap")
+    all_fds = [fd for (_, w1), (_, w2) in pipes for fd in (w1, w2)]
+    # The environment the hosts share reaches them through the supervisor's own environment, so the
+    # script on disk holds only the per-host variables (no copy of the executor's environment).
+    shared = {k: v for k, v in instances[0].env.items() if all(i.env.get(k) == v for i in instances)}
+    lines = ["# generated by mlops.local.runtime.sandbox: one sandboxed process per host, exit codes to a file"]
+    for n, (port, socket_path) in enumerate(bridges):
+        # in the job's network namespace, before any host starts: 127.0.0.1:port -> a host Unix socket
+        from mlops.local.aws_standin import forwarder_command
+
+        ready = work_dir / f"bridge-{n}.ready"
+        ready.unlink(missing_ok=True)
+        cmd = forwarder_command(sys.executable, port, socket_path, str(ready))
+        lines.append(f"{shlex.join(cmd)} </dev/null >/dev/null 2>&1 &")
+        lines.append(f"b{n}=$!")
+        lines.append(f"for _ in $(seq 500); do [ -e {shlex.quote(str(ready))} ] && break; sleep 0.01; done")
+    if bridges:
+        lines.append("trap 'kill " + " ".join(f"$b{n}" for n in range(len(bridges))) + " 2>/dev/null' EXIT")
+    for i, (inst, ((_, w_out), (_, w_err))) in enumerate(zip(instances, pipes, strict=True)):
+        mounts = [*inst.mounts, Mount("/etc/hosts", hosts_file, read_only=True)]
+        argv = [exe, "--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc"]
+        for key, value in inst.env.items():
+            if shared.get(key) != value:
+                argv += ["--setenv", key, value]
+        argv += ["--hostname", inst.host, *mount_plan(mounts), "--chdir", inst.cwd or "/", "--", *inst.argv]
+        closes = " ".join(f"{fd}>&-" for fd in all_fds)
+        lines.append(f"{shlex.join(argv)} </dev/null >&{w_out} 2>&{w_err} {closes} &")
+        lines.append(f"p{i}=$!")
+    # As on SageMaker, one failed host fails the job: stop its peers, which would wait for it forever.
+    pids = " ".join(f"$p{i}" for i in range(len(instances)))
+    lines.append(f"for _ in {pids}; do wait -n || {{ kill -TERM {pids} 2>/dev/null; break; }}; done")
+    for i in range(len(instances)):
+        lines.append(f"wait $p{i}; c{i}=$?")
+    codes = ",".join(f"$c{i}" for i in range(len(instances)))
+    tmp = shlex.quote(f"{status_path}.tmp")
+    lines.append(f'echo "[{codes}]" > {tmp} && mv {tmp} {shlex.quote(str(status_path))}')
+    script = work_dir / SUPERVISOR
+    script.write_text("\n".join(lines) + "\n")
+    outer = [exe, "--unshare-net", "--die-with-parent", "--dev-bind", "/", "/", "--", _bash(), str(script)]
+    # A session of its own: Ctrl-C reaches only the executor, which stops the job cleanly via ``cancel``.
+    # No preexec_fn (unsafe with the executor's threads): bwrap's --die-with-parent ties the job to us.
+    return subprocess.Popen(
+        outer, env=shared, stdin=subprocess.DEVNULL, pass_fds=all_fds, start_new_session=True
+    )
+
+
+@functools.cache
+def _bash() -> str:
+    exe = shutil.which("bash")
+    if not exe:
+        raise SandboxError("bwrap mode needs bash on PATH")
+    return exe
+
+
+def _start_direct(instances, pipes) -> list[subprocess.Popen]:
+    global _warned_mapped
+    if not _warned_mapped:
+        _warned_mapped = True
+        log.warning(
+            "no Linux namespaces (bwrap) here: jobs run with mapped paths; scripts that hard-code "
+            "/opt/ml paths or algo-N host names may fail"
+        )
+    procs = []
+    for inst, ((_, w_out), (_, w_err)) in zip(instances, pipes, strict=True):
+        rewrite = path_rewriter(inst.mounts)
+        procs.append(
+            subprocess.Popen(
+                [rewrite(a) for a in inst.argv],
+                env={k: rewrite(v) for k, v in inst.env.items()},
+                cwd=rewrite(inst.cwd) if inst.cwd else None,
+                stdin=subprocess.DEVNULL,
+                stdout=w_out,
+                stderr=w_err,
+                start_new_session=True,
+            )
+        )
+    return procs, _start_watchdog([p.pid for p in procs])
+
+
+# Without namespaces nothing kills grandchildren when the executor dies (PDEATHSIG reaches only direct
+# children), so a watchdog in its own session waits for EOF on a pipe that only the executor holds and
+# then kills the instances' process groups.
+_WATCHDOG = (
+    "import os, sys\n"
+    "sys.stdin.buffer.read()\n"
+    "for g in sys.argv[1:]:\n"
+    "    try:\n"
+    "        os.killpg(int(g), 9)\n"
+    "    except OSError:\n"
+    "        pass\n"
+)
+
+
+def _start_watchdog(pgids: list[int]) -> int:
+    r, w = os.pipe()
+    try:
+        subprocess.Popen(
+            [sys.executable, "-I", "-c", _WATCHDOG, *map(str, pgids)],
+            stdin=r,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(r)
+    return w
+
+
+def _terminate(roots: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM the job's own processes (not the bwrap/supervisor plumbing), SIGKILL what is left."""
+    tree = [pid for p in roots for pid in descendants(p.pid)]
+    # Signalling bwrap or the supervisor would tear the namespaces down before the job could clean up.
+    workers = [p.pid for p in roots] + tree
+    workers = [pid for pid in workers if _comm(pid) != "bwrap" and not _is_supervisor(pid)]
+    _signal(workers, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end and any(p.poll() is None for p in roots):
+        time.sleep(0.05)
+    _signal([pid for p in roots for pid in descendants(p.pid)] + [p.pid for p in roots], signal.SIGKILL)

@@ -1,0 +1,364 @@
+"""A CreateTrainingJob request run on this machine with SageMaker's training-container contract.
+
+Each of ``InstanceCount`` hosts gets ``/opt/ml/input/config/{hyperparameters,resourceconfig,
+inputdataconfig}.json`` as SageMaker writes them, its channels, the ``SM_*`` variables of the SageMaker
+training toolkit and a checkpoints dir synced with ``CheckpointConfig.S3Uri``. The hosts share one private
+network, so the SDK's torchrun driver rendezvouses at ``algo-1:7777`` as in the cloud. On success the
+model dir of ``algo-1`` becomes ``<S3OutputPath>/<job>/output/model.tar.gz``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from mlops.local import arns
+from mlops.local.runtime import sandbox
+from mlops.local.runtime.channels import Channel, deliver, parse_channels
+from mlops.local.runtime.common import (
+    ML,
+    JobRequestError,
+    JobResult,
+    LogCallback,
+    MetricParser,
+    base_env,
+    container_path,
+    failure_reason,
+    get,
+    make_host_dirs,
+    now,
+    s3_uri,
+    service_env,
+    write_json,
+)
+from mlops.local.s3store import S3Store
+
+log = logging.getLogger(__name__)
+
+GROUP = "homogeneousCluster"
+MASTER_PORT = "7777"
+
+
+def _instance_groups(request: dict) -> list[tuple[str, str, int]]:
+    """``(group name, instance type, count)``; a plain ResourceConfig is SageMaker's homogeneous group."""
+    groups = get(request, "ResourceConfig.InstanceGroups", list, None)
+    if groups:
+        out = []
+        for i, g in enumerate(groups):
+            where = f"ResourceConfig.InstanceGroups[{i}]"
+            out.append(
+                (
+                    get(g, "InstanceGroupName", str, where=where),
+                    get(g, "InstanceType", str, where=where),
+                    get(g, "InstanceCount", int, where=where),
+                )
+            )
+        return out
+    count = get(request, "ResourceConfig.InstanceCount", int, 1)
+    if count < 1:
+        raise JobRequestError(f"ResourceConfig.InstanceCount = {count} must be >= 1")
+    return [(GROUP, get(request, "ResourceConfig.InstanceType", str, "local"), count)]
+
+
+def _resource_configs(groups: list[tuple[str, str, int]]) -> list[dict]:
+    hosts, membership = [], []
+    for name, itype, count in groups:
+        for _ in range(count):
+            hosts.append(f"algo-{len(hosts) + 1}")
+            membership.append((name, itype))
+    instance_groups = [
+        {
+            "instance_group_name": n,
+            "instance_type": t,
+            "hosts": [h for h, m in zip(hosts, membership, strict=True) if m[0] == n],
+        }
+        for n, t, _ in groups
+    ]
+    return [
+        {
+            "current_host": host,
+            "current_instance_type": itype,
+            "current_group_name": group,
+            "hosts": hosts,
+            "instance_groups": instance_groups,
+            "network_interface_name": "eth0",
+        }
+        for host, (group, itype) in zip(hosts, membership, strict=True)
+    ]
+
+
+def _num_gpus() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def _hp_value(raw: str):
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def training_env(
+    job_name: str,
+    job_arn: str,
+    rc: dict,
+    channels: list[Channel],
+    hps: dict[str, str],
+    ckpt_dir: str,
+    num_gpus: int,
+) -> dict[str, str]:
+    """The ``SM_*`` variables that the SageMaker training toolkit sets (container paths)."""
+    data_dir = f"{ML}/input/data"
+    hps_parsed = {k: _hp_value(v) for k, v in hps.items()}
+    channel_dirs = {c.name: f"{data_dir}/{c.name}" for c in channels}
+    input_data_config = {c.name: c.config for c in channels}
+    hosts = rc["hosts"]
+    group_hosts = next(
+        g["hosts"] for g in rc["instance_groups"] if g["instance_group_name"] == rc["current_group_name"]
+    )
+    common = {
+        "current_host": rc["current_host"],
+        "current_instance_type": rc["current_instance_type"],
+        "hosts": hosts,
+        "network_interface_name": rc["network_interface_name"],
+        "hyperparameters": hps_parsed,
+        "channel_input_dirs": channel_dirs,
+        "input_data_config": input_data_config,
+        "resource_config": rc,
+        "job_name": job_name,
+        "model_dir": f"{ML}/model",
+        "output_dir": f"{ML}/output",
+        "output_data_dir": f"{ML}/output/data",
+        "output_intermediate_dir": f"{ML}/output/intermediate",
+        "input_dir": f"{ML}/input",
+        "input_config_dir": f"{ML}/input/config",
+        "input_data_dir": data_dir,
+        "num_cpus": os.cpu_count() or 1,
+        "num_gpus": num_gpus,
+        "num_neurons": 0,
+        "master_addr": hosts[0],
+        "master_port": int(MASTER_PORT),
+        "is_master": rc["current_host"] == hosts[0],
+        "log_level": 20,
+    }
+    user_args = [x for k, v in hps.items() for x in (f"--{k}", str(v))]
+    env = {
+        "TRAINING_JOB_NAME": job_name,
+        "TRAINING_JOB_ARN": job_arn,
+        "SM_HOSTS": json.dumps(hosts),
+        "SM_HOST_COUNT": str(len(hosts)),
+        "SM_CURRENT_HOST": rc["current_host"],
+        "SM_CURRENT_HOST_RANK": str(hosts.index(rc["current_host"])),
+        "SM_CURRENT_INSTANCE_TYPE": rc["current_instance_type"],
+        "SM_CURRENT_INSTANCE_GROUP": rc["current_group_name"],
+        "SM_CURRENT_INSTANCE_GROUP_HOSTS": json.dumps(group_hosts),
+        "SM_INSTANCE_GROUPS": json.dumps([g["instance_group_name"] for g in rc["instance_groups"]]),
+        "SM_IS_HETERO": json.dumps(len(rc["instance_groups"]) > 1),
+        "SM_NETWORK_INTERFACE_NAME": rc["network_interface_name"],
+        "SM_MASTER_ADDR": hosts[0],
+        "SM_MASTER_PORT": MASTER_PORT,
+        "SM_CHANNELS": json.dumps(sorted(channel_dirs)),
+        "SM_HPS": json.dumps(hps_parsed),
+        "SM_USER_ARGS": json.dumps(user_args),
+        "SM_MODEL_DIR": f"{ML}/model",
+        "SM_INPUT_DIR": f"{ML}/input",
+        "SM_INPUT_CONFIG_DIR": f"{ML}/input/config",
+        "SM_INPUT_DATA_DIR": data_dir,
+        "SM_OUTPUT_DIR": f"{ML}/output",
+        "SM_OUTPUT_DATA_DIR": f"{ML}/output/data",
+        "SM_OUTPUT_INTERMEDIATE_DIR": f"{ML}/output/intermediate",
+        "SM_OUTPUT_FAILURE": f"{ML}/output/failure",
+        "SM_CHECKPOINT_DIR": ckpt_dir,
+        "SM_NUM_CPUS": str(common["num_cpus"]),
+        "SM_NUM_GPUS": str(num_gpus),
+        "SM_NUM_NEURONS": "0",
+        "SM_LOG_LEVEL": "20",
+        "SM_RESOURCE_CONFIG": json.dumps(rc),
+        "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config),
+        "SM_TRAINING_ENV": json.dumps(common),
+    }
+    for name, path in channel_dirs.items():
+        env[f"SM_CHANNEL_{name.upper()}"] = path
+    for key, value in hps_parsed.items():
+        env[f"SM_HP_{key.replace('-', '_').upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def _tar_gz(src_dir: Path, dest: Path) -> None:
+    """A reproducible tar.gz of ``src_dir``'s contents (members relative, mtime and owners zeroed)."""
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        return info
+
+    with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(src_dir.rglob("*")):
+                tar.add(path, arcname=path.relative_to(src_dir).as_posix(), recursive=False, filter=clean)
+
+
+def _upload_tar(store: S3Store, src_dir: Path, uri: str, tmp_dir: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".tar.gz")
+    os.close(fd)
+    try:
+        _tar_gz(src_dir, Path(tmp))
+        store.put_file(uri, Path(tmp))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def run_training_job(
+    request: dict,
+    *,
+    job_name: str,
+    store: S3Store,
+    job_dir: Path,
+    on_log: LogCallback | None = None,
+    cancel: threading.Event | None = None,
+    file_systems: dict[str, str] | None = None,
+    services: Any = None,
+) -> JobResult:
+    """Runs one training job to the end; raises :class:`JobRequestError` before starting on a bad request."""
+    algo = get(request, "AlgorithmSpecification", dict)
+    entrypoint = get(algo, "ContainerEntrypoint", list, None, where="AlgorithmSpecification")
+    if not entrypoint:
+        raise JobRequestError(
+            "AlgorithmSpecification.ContainerEntrypoint is missing: image entrypoints are not run locally, "
+            "name the command to run"
+        )
+    argv = [
+        str(a) for a in entrypoint + get(algo, "ContainerArguments", list, [], where="AlgorithmSpecification")
+    ]
+    metrics = MetricParser(get(algo, "MetricDefinitions", list, [], where="AlgorithmSpecification"))
+    hps = {k: str(v) for k, v in get(request, "HyperParameters", dict, {}).items()}
+    channels = parse_channels(request, file_systems)
+    rcs = _resource_configs(_instance_groups(request))
+    output_path = get(request, "OutputDataConfig.S3OutputPath", str).rstrip("/")
+    s3_uri(output_path, "OutputDataConfig.S3OutputPath")
+    ckpt_uri = get(request, "CheckpointConfig.S3Uri", str, None)
+    if ckpt_uri is not None:
+        s3_uri(ckpt_uri, "CheckpointConfig.S3Uri")
+    ckpt_local = container_path(
+        get(request, "CheckpointConfig.LocalPath", str, f"{ML}/checkpoints"), "CheckpointConfig.LocalPath"
+    )
+    max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
+    user_env = {**service_env(services), **get(request, "Environment", dict, {})}
+    num_gpus = _num_gpus()
+
+    job_dir = Path(job_dir)
+    hosts = make_host_dirs(job_dir, len(rcs))
+    log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    started = now()
+    model_uri = f"{output_path}/{job_name}/output/model.tar.gz"
+    properties = {
+        "TrainingJobName": job_name,
+        "TrainingJobArn": arns.job_arn(request, "training-job", job_name),
+        **{k: v for k, v in request.items()},
+        "TrainingStartTime": started.isoformat(),
+    }
+
+    def finish(status: str, reason: str | None, secondary: str) -> JobResult:
+        ended = now()
+        properties.update(
+            TrainingJobStatus=status,
+            SecondaryStatus=secondary,
+            TrainingEndTime=ended.isoformat(),
+            LastModifiedTime=ended.isoformat(),
+            TrainingTimeInSeconds=int((ended - started).total_seconds()),
+            BillableTimeInSeconds=int((ended - started).total_seconds()),
+            FinalMetricDataList=metrics.final_list(),
+        )
+        if reason:
+            properties["FailureReason"] = reason
+        for lp in log_paths:
+            lp.touch()
+        return JobResult(status, reason, properties, dict(metrics.values), log_paths, job_dir)
+
+    instances, feeders = [], []
+    try:
+        for index, (h, rc) in enumerate(zip(hosts, rcs, strict=True)):
+            for sub in ("model", "output/data", "output/intermediate", "input/config", "code"):
+                (h.ml / sub).mkdir(parents=True, exist_ok=True)
+            ckpt_dir = h.container_dir(ckpt_local)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt_uri:
+                store.download(ckpt_uri, ckpt_dir)
+            extra_mounts, pipes = deliver(channels, store, h.ml, index, len(hosts))
+            feeders += pipes
+            cfg = h.ml / "input" / "config"
+            write_json(cfg / "hyperparameters.json", hps)
+            write_json(cfg / "resourceconfig.json", rc)
+            write_json(cfg / "inputdataconfig.json", {c.name: c.config for c in channels})
+            env = base_env(
+                {
+                    **training_env(
+                        job_name, properties["TrainingJobArn"], rc, channels, hps, ckpt_local, num_gpus
+                    ),
+                    **user_env,
+                }
+            )
+            mounts = [sandbox.Mount(ML, h.ml), *extra_mounts]
+            if not ckpt_local.startswith(ML + "/"):
+                mounts.append(sandbox.Mount(ckpt_local, ckpt_dir))
+            instances.append(sandbox.Instance(h.host, argv, env, mounts, cwd="/"))
+    except JobRequestError as err:
+        return finish("Failed", f"ClientError: {err}", "Failed")
+
+    def on_line(host: str, _stream: str, line: str) -> None:
+        metrics.feed(line)
+        if on_log is not None:
+            on_log(host, line)
+
+    log.info("training job %s: %d host(s)", job_name, len(hosts))
+    for f in feeders:
+        f.thread.start()
+    try:
+        result = sandbox.run_group(
+            instances,
+            work_dir=job_dir / ".sandbox",
+            log_paths=log_paths,
+            on_line=on_line,
+            cancel=cancel,
+            max_runtime=max_runtime,
+            bridges=services.bridges() if services else (),
+        )
+    finally:
+        for f in feeders:
+            f.stop.set()
+        for f in feeders:
+            f.thread.join(timeout=5)
+    if ckpt_uri:
+        # SageMaker syncs checkpoints whatever the outcome, so that a restarted job can resume.
+        for h in hosts:
+            store.put_tree(ckpt_uri, h.container_dir(ckpt_local))
+    if result.stopped:
+        return finish("Stopped", "the job was stopped", "Stopped")
+    if result.timed_out:
+        reason = f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped"
+        return finish("Failed", reason, "MaxRuntimeExceeded")
+    if any(result.exit_codes):
+        reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
+        return finish("Failed", reason, "Failed")
+    master = hosts[0]
+    _upload_tar(store, master.ml / "model", model_uri, job_dir)
+    properties["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
+    if any((master.ml / "output" / "data").iterdir()):
+        _upload_tar(
+            store, master.ml / "output" / "data", f"{output_path}/{job_name}/output/output.tar.gz", job_dir
+        )
+    return finish("Completed", None, "Completed")

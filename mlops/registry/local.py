@@ -1,0 +1,135 @@
+"""Approval against the local registry (the home's SQLite): status changes, audit trail, lineage, events.
+
+An approval records the "SageMaker Model Package State Change" event that SageMaker would put on the
+default bus, so the local deploy is started by the same event the EventBridge rule matches on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.aws.events import sample_state_change_event
+from mlops.local.state.home import Home
+from mlops.registry import (
+    APPROVED,
+    REJECTED,
+    ApprovalError,
+    StatusChanges,
+    check_transition,
+    parse_version,
+)
+
+log = logging.getLogger(__name__)
+
+_BUNDLE = re.compile(r"s3://[^\"\s]+/code/(?P<name>[^/\"\s]+)/(?P<hash>[0-9a-f]{16,})/?")
+
+
+@dataclass
+class StatusChange:
+    """The outcome of approve/reject: ``changed`` is False for a repeat (nothing was written but the audit)."""
+
+    package: dict[str, Any]
+    previous: str
+    status: str
+    changed: bool
+    message: str
+    event: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def state_change_event(package: dict[str, Any]) -> dict[str, Any]:
+    """The EventBridge event SageMaker emits for this package's current status."""
+    arn = package["arn"]
+    parts = arn.split(":")
+    region, account = parts[3], parts[4]
+    event = sample_state_change_event(
+        package["group_name"], package["approval_status"], account, region, package["version"]
+    )
+    event["id"] = str(uuid.uuid4())
+    event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["resources"] = [arn]
+    event["detail"]["ModelPackageArn"] = arn
+    created = package.get("created_at")
+    if created:
+        event["detail"]["CreationTime"] = int(datetime.fromisoformat(created).timestamp() * 1000)
+    return event
+
+
+class LocalRegistry(StatusChanges):
+    def __init__(self, home: Home):
+        self.home = home
+
+    def list(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        return self.home.model_packages(group=group, status=status)
+
+    def get(self, ref: str, group: str | None = None) -> dict[str, Any]:
+        name, version = parse_version(ref, group)
+        row = self.home.model_package(name, version)
+        if row is None:
+            known = [f"{p['group_name']}/{p['version']}" for p in self.home.model_packages(group=name)]
+            hint = f" (known: {', '.join(known[-5:])})" if known else ""
+            raise ApprovalError(f"model version {name}/{version}: not in the local registry{hint}")
+        return row
+
+    def show(self, ref: str, group: str | None = None) -> dict[str, Any]:
+        """The package with its lineage (execution, input data, code bundles), audit trail and deployments."""
+        row = self.get(ref, group)
+        lineage: dict[str, Any] = {"execution_id": row.get("execution_id"), "input_data_uri": None,
+                                   "test_data_uri": None, "code_bundles": {}}  # fmt: skip
+        execution = self.home.execution(row["execution_id"]) if row.get("execution_id") else None
+        if execution:
+            lineage["pipeline_name"] = execution["pipeline_name"]
+            lineage["execution_status"] = execution["status"]
+            lineage["parameters"] = execution["parameters"]
+            lineage["input_data_uri"] = (execution["parameters"] or {}).get("InputDataUri")
+            lineage["code_bundles"] = code_bundles(execution["definition"])
+            lineage["test_data_uri"] = test_split_uri(self.home, execution["id"])
+        return {
+            **row,
+            "lineage": lineage,
+            "audit_trail": self.home.audit_trail(row["group_name"], row["version"]),
+            "deployments": self.home.deployments(row["arn"]),
+        }
+
+    def _change(
+        self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None
+    ) -> StatusChange:
+        row = self.get(ref, group)
+        name = f"model version {row['group_name']}/{row['version']}"
+        previous = row["approval_status"]
+        verb = "approve" if target == APPROVED else "reject"
+        if not check_transition(name, previous, target, reason, force):
+            self.home.add_audit(row, actor=actor, action=f"{verb} (no change)", reason=reason.strip())
+            return StatusChange(row, previous, target, False, f"{name} is already {target}; nothing to do")
+        action = f"{verb} (forced)" if force and previous == REJECTED else verb
+        row = self.home.set_approval_status(
+            row["group_name"], row["version"], target, expected=previous, actor=actor, reason=reason.strip(),
+            action=action,
+        )  # fmt: skip
+        event = state_change_event(row)
+        self.home.put_event(event)
+        log.info("%s: %s -> %s by %s", name, previous, target, actor)
+        return StatusChange(row, previous, target, True, f"{name}: {previous} -> {target}", event)
+
+
+def code_bundles(definition: dict[str, Any] | str | None) -> dict[str, str]:
+    """``{bundle name: content hash}`` from the ``.../code/<name>/<sha256>/`` URIs a definition names."""
+    text = definition if isinstance(definition, str) else json.dumps(definition or {})
+    return {m.group("name"): m.group("hash") for m in _BUNDLE.finditer(text)}
+
+
+def test_split_uri(home: Home, execution_id: str) -> str | None:
+    """The S3 URI of the test split that the execution's Preprocess step wrote, if it ran."""
+    for step in home.steps(execution_id):
+        props = step.get("properties") or {}
+        outputs = (props.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+        for out in outputs:
+            if out.get("OutputName") == "test" and (out.get("S3Output") or {}).get("S3Uri"):
+                return out["S3Output"]["S3Uri"]
+    return None

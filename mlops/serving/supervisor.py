@@ -1,0 +1,625 @@
+"""Local endpoints: start, stop, list, logs and blue/green deployment of model-server processes.
+
+An endpoint named N lives in ``<home>/endpoints/N/``:
+
+- ``state.json``: the record (public port, front pid, active version, deployment history), written atomically;
+- ``upstream.json`` / ``front.json``: which version the front forwards to, and the front's acknowledgement;
+- ``front.log``, ``<variant>.log``: process output; ``front.pid``, ``<variant>.pid``.
+
+Every endpoint is a front (a small reverse proxy on the public port, see ``front.py``) plus one model-server
+process per live version on an internal port. All processes are detached (own session) so they outlive the
+CLI that started them; liveness is checked by pid *and* process start time, so a recycled pid is not mistaken
+for our server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlops._root import PROJECT_ROOT
+from mlops.errors import MlopsError
+from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
+
+log = logging.getLogger(__name__)
+
+IN_SERVICE, STOPPED, FAILED = "InService", "Stopped", "Failed"
+SUCCEEDED, ROLLED_BACK = "Succeeded", "RolledBack"
+VARIANTS = ("blue", "green")
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+DRAIN_S = 0.3  # after the front switched: let requests already sent to the old version finish
+
+
+class EndpointError(MlopsError):
+    """A local endpoint operation failed; the message names the endpoint and the reason."""
+
+
+class EndpointNotFound(EndpointError):
+    exit_code = 2
+
+
+# ---- records -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessRef:
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: tells our process apart from a later one with the same pid
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.start_ticks
+
+
+@dataclass
+class VersionInfo:
+    variant: str
+    version: str
+    model_dir: str
+    port: int
+    process: ProcessRef
+    workers: int
+    started_at: str
+    log: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+
+@dataclass
+class Deployment:
+    at: str
+    version: str
+    variant: str
+    status: str
+    reason: str = ""
+
+
+@dataclass
+class EndpointInfo:
+    name: str
+    port: int
+    status: str
+    started_at: str
+    front: ProcessRef | None
+    active: VersionInfo | None
+    deployments: list[Deployment] = field(default_factory=list)
+    generation: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["url"] = self.url
+        return doc
+
+
+@dataclass
+class DeploymentResult:
+    status: str  # Succeeded | RolledBack
+    reason: str
+    endpoint: EndpointInfo
+    version: str
+
+
+@dataclass
+class InvocationResult:
+    status: int
+    content_type: str
+    body: bytes
+    latency_ms: float
+
+
+# ---- paths and state -----------------------------------------------------------------------------------
+
+
+def mlops_home(home: str | os.PathLike | None = None) -> Path:
+    if home is not None:
+        return Path(home)
+    return Path(os.environ.get("MLOPS_HOME") or PROJECT_ROOT / ".mlops")
+
+
+def _endpoint_dir(name: str, home) -> Path:
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 63:
+        raise EndpointError(f"endpoint name {name!r}: use 1-63 letters, digits, '-' or '_'")
+    return mlops_home(home) / "endpoints" / name
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _load(name: str, home) -> EndpointInfo:
+    path = _endpoint_dir(name, home) / "state.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EndpointNotFound(f"endpoint {name!r}: not found under {path.parent.parent}") from None
+    except ValueError as err:
+        raise EndpointError(f"{path}: unreadable state ({err})") from err
+    return _from_json(doc)
+
+
+def _from_json(doc: dict) -> EndpointInfo:
+    active = doc.get("active")
+    if active:
+        active = VersionInfo(**{**active, "process": ProcessRef(**active["process"])})
+    front = ProcessRef(**doc["front"]) if doc.get("front") else None
+    return EndpointInfo(
+        name=doc["name"],
+        port=doc["port"],
+        status=doc["status"],
+        started_at=doc["started_at"],
+        front=front,
+        active=active,
+        deployments=[Deployment(**d) for d in doc.get("deployments", [])],
+        generation=doc.get("generation", 0),
+    )
+
+
+def _save(info: EndpointInfo, home) -> None:
+    doc = asdict(info)
+    _write_json(_endpoint_dir(info.name, home) / "state.json", doc)
+
+
+@contextlib.contextmanager
+def _locked(name: str, home, *, create: bool = False) -> Iterator[Path]:
+    """One supervisor operation per endpoint at a time (two CLIs deploying at once would race the ports)."""
+    directory = _endpoint_dir(name, home)
+    if not create and not (directory / "state.json").is_file():
+        raise EndpointNotFound(f"endpoint {name!r}: not found under {directory.parent}")
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield directory
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---- processes -----------------------------------------------------------------------------------------
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # exited, not yet reaped
+        _reap(pid)
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def _spawn(args: list[str], log_path: Path, cwd: Path, extra_env: dict[str, str]) -> ProcessRef:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra_env)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # detached: survives the CLI; stop() signals the whole group
+        )
+    for _ in range(100):
+        ticks = _start_ticks(proc.pid)
+        if ticks is not None or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    return ProcessRef(proc.pid, ticks or -1)
+
+
+def _terminate(ref: ProcessRef | None, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process group (uvicorn drains in-flight requests), SIGKILL it if it lingers."""
+    if ref is None or not ref.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(ref.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while ref.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ref.alive():
+        log.warning("pid %d ignored SIGTERM for %.0fs; killing it", ref.pid, timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(ref.pid, signal.SIGKILL)  # also any worker the parent left behind
+    while ref.alive():
+        time.sleep(0.02)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    try:
+        with open(path, errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+    except FileNotFoundError:
+        return []
+
+
+def _load_failure(path: Path) -> str | None:
+    """The model server's own one-line reason when a worker could not load the model."""
+    for line in reversed(tail(path, 200)):
+        if CANNOT_SERVE in line:
+            return line.split(CANNOT_SERVE, 1)[1].strip()
+    return None
+
+
+def _log_hint(path: Path) -> str:
+    reason = _load_failure(path)
+    if reason:
+        return reason
+    last = [line.strip() for line in tail(path, 40) if line.strip()]
+    return last[-1] if last else "(log is empty)"
+
+
+def _http(port: int, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 5.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("content-type", ""), resp.read()
+    finally:
+        conn.close()
+
+
+def _wait_ready(
+    port: int,
+    ref: ProcessRef,
+    log_path: Path,
+    what: str,
+    timeout: float,
+    ready: tuple[Path, int] | None = None,
+) -> None:
+    """Until /ping answers 200 and, with ``ready=(dir, n)``, n worker processes have loaded the model."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not ref.alive():
+            raise EndpointError(f"{what} exited during startup: {_log_hint(log_path)} (log: {log_path})")
+        reason = _load_failure(log_path)
+        if reason:  # with several workers uvicorn would keep restarting the failing one: stop now
+            _terminate(ref)
+            raise EndpointError(f"{what} cannot load the model: {reason} (log: {log_path})")
+        if ready is None or len(list(ready[0].iterdir())) >= ready[1]:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if _http(port, "GET", "/ping", timeout=2.0)[0] == 200:
+                    return
+        time.sleep(0.1)
+    hint = _log_hint(log_path)
+    _terminate(ref)
+    raise EndpointError(f"{what} did not answer /ping within {timeout:.0f}s: {hint} (log: {log_path})")
+
+
+def _check_request(name: str, model_dir: Path, workers: int) -> None:
+    """Bad arguments fail before anything is recorded or started."""
+    _endpoint_dir(name, None)
+    script = model_dir / "code" / "inference.py"
+    if not script.is_file():
+        raise EndpointError(f"endpoint {name!r}: {script} is missing (model dir needs code/inference.py)")
+    if workers < 1:
+        raise EndpointError(f"endpoint {name!r}: workers must be >= 1 (got {workers})")
+
+
+def _start_version(
+    directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int, timeout: float
+) -> VersionInfo:
+    port = free_port()
+    log_path = directory / f"{variant}.log"
+    log_path.write_text("")  # a fresh log per version start; the previous version of this colour is gone
+    ready_dir = directory / f"{variant}.ready"
+    shutil.rmtree(ready_dir, ignore_errors=True)
+    ready_dir.mkdir()
+    log.info("starting %s %s (%s) on port %d", name, variant, version, port)
+    args = ["-m", "mlops.serving.server", "--model-dir", str(model_dir), "--port", str(port)]
+    ref = _spawn(
+        [*args, "--workers", str(workers)],
+        log_path,
+        directory,
+        {"SAGEMAKER_BIND_TO_PORT": str(port), "SM_MODEL_DIR": str(model_dir), READY_DIR_ENV: str(ready_dir)},
+    )
+    (directory / f"{variant}.pid").write_text(f"{ref.pid}\n")
+    what = f"endpoint {name!r} {variant} model server"
+    _wait_ready(port, ref, log_path, what, timeout, ready=(ready_dir, workers))
+    return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path))
+
+
+def _switch(directory: Path, info: EndpointInfo, target: VersionInfo, timeout: float = 10.0) -> None:
+    """Point the front at ``target`` and wait until the front confirms it forwards there."""
+    info.generation += 1
+    _write_json(
+        directory / "upstream.json",
+        {"generation": info.generation, "port": target.port, "variant": target.variant},
+    )
+    if info.front is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((directory / "front.json").read_text())["generation"] == info.generation:
+                return
+        if not info.front.alive():
+            raise EndpointError(
+                f"endpoint {info.name!r}: front process died ({_log_hint(directory / 'front.log')})"
+            )
+        time.sleep(0.02)
+    raise EndpointError(
+        f"endpoint {info.name!r}: front did not switch to port {target.port} within {timeout:.0f}s"
+    )
+
+
+def _start_front(directory: Path, info: EndpointInfo, timeout: float) -> ProcessRef:
+    log_path = directory / "front.log"
+    log_path.write_text("")
+    ref = _spawn(
+        ["-m", "mlops.serving.front", "--state-dir", str(directory), "--port", str(info.port)],
+        log_path,
+        directory,
+        {},
+    )
+    (directory / "front.pid").write_text(f"{ref.pid}\n")
+    _wait_ready(info.port, ref, log_path, f"endpoint {info.name!r} front on port {info.port}", timeout)
+    return ref
+
+
+# ---- public API ----------------------------------------------------------------------------------------
+
+
+def _live_status(info: EndpointInfo) -> EndpointInfo:
+    if info.status == IN_SERVICE:
+        front_ok = info.front is not None and info.front.alive()
+        active_ok = info.active is not None and info.active.alive()
+        if not (front_ok and active_ok):
+            info.status = FAILED
+    return info
+
+
+def get_endpoint(name: str, *, home=None) -> EndpointInfo:
+    return _live_status(_load(name, home))
+
+
+def list_endpoints(*, home=None) -> list[EndpointInfo]:
+    root = mlops_home(home) / "endpoints"
+    if not root.is_dir():
+        return []
+    out = []
+    for state in sorted(root.glob("*/state.json")):
+        with contextlib.suppress(EndpointError):
+            out.append(get_endpoint(state.parent.name, home=home))
+    return out
+
+
+def start_endpoint(
+    name: str,
+    model_dir: str | os.PathLike,
+    port: int,
+    *,
+    home=None,
+    workers: int = 2,
+    variant: str = "blue",
+    version: str | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> EndpointInfo:
+    """Start endpoint ``name`` serving ``model_dir`` on 127.0.0.1:``port``; returns once /ping answers 200."""
+    model_dir = Path(model_dir).resolve()
+    if variant not in VARIANTS:
+        raise EndpointError(f"endpoint {name!r}: variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    _check_request(name, model_dir, workers)
+    with _locked(name, home, create=True) as directory:
+        with contextlib.suppress(EndpointNotFound):
+            current = _live_status(_load(name, home))
+            if current.status == IN_SERVICE:
+                raise EndpointError(
+                    f"endpoint {name!r} is already in service on port {current.port}; "
+                    "stop it first or deploy a new version with blue/green"
+                )
+            _stop_processes(current)  # a Failed endpoint may have one half still running
+        if _port_in_use(port):
+            raise EndpointError(f"endpoint {name!r}: port {port} on 127.0.0.1 is already in use")
+        active = _start_version(
+            directory, name, model_dir, variant, version or model_dir.name, workers, timeout
+        )
+        info = EndpointInfo(name, port, "Creating", _now(), None, active)
+        try:
+            _switch(directory, info, active)
+            info.front = _start_front(directory, info, timeout)
+        except BaseException:
+            _terminate(active.process)
+            raise
+        info.status = IN_SERVICE
+        info.deployments.append(Deployment(_now(), active.version, variant, SUCCEEDED, "initial start"))
+        _save(info, home)
+        return info
+
+
+def _stop_processes(info: EndpointInfo) -> None:
+    _terminate(info.front)
+    if info.active is not None:
+        _terminate(info.active.process)
+
+
+def stop_endpoint(name: str, *, home=None) -> EndpointInfo:
+    """Stop the front and the active version; the record stays (status Stopped) for logs and history."""
+    with _locked(name, home):
+        info = _load(name, home)
+        _stop_processes(info)
+        info.status = STOPPED
+        _save(info, home)
+        return info
+
+
+def endpoint_logs(name: str, *, home=None, lines: int = 50, source: str | None = None) -> list[str]:
+    """Last ``lines`` lines of the active version's log, or of ``source`` ("front", "blue", "green")."""
+    info = _load(name, home)
+    directory = _endpoint_dir(name, home)
+    if source is None:
+        source = info.active.variant if info.active else "front"
+    if source != "front" and source not in VARIANTS:
+        raise EndpointError(f"endpoint {name!r}: unknown log source {source!r}; use front, blue or green")
+    return tail(directory / f"{source}.log", lines)
+
+
+def post(
+    url: str,
+    data: bytes,
+    content_type: str = "application/json",
+    *,
+    accept: str | None = None,
+    timeout: float = 60.0,
+) -> InvocationResult:
+    """POST ``data`` to ``<url>/invocations`` (e.g. the candidate URL a smoke test is given); never raises on HTTP errors."""
+    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+    if host != "127.0.0.1" or not port.isdigit():
+        raise EndpointError(f"{url}: local endpoints are http://127.0.0.1:PORT")
+    headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+    started = time.perf_counter()
+    try:
+        status, ctype, body = _http(int(port), "POST", "/invocations", data, headers, timeout)
+    except (OSError, http.client.HTTPException) as err:
+        raise EndpointError(f"{url}: {type(err).__name__}: {err}") from err
+    return InvocationResult(status, ctype, body, (time.perf_counter() - started) * 1000)
+
+
+def invoke(
+    name: str,
+    data: bytes,
+    content_type: str = "application/json",
+    *,
+    accept: str | None = None,
+    home=None,
+    timeout: float = 60.0,
+) -> InvocationResult:
+    """POST ``data`` to the endpoint's /invocations (through its front, like a client would)."""
+    info = get_endpoint(name, home=home)
+    if info.status != IN_SERVICE:
+        raise EndpointError(f"endpoint {name!r} is {info.status}, not InService")
+    try:
+        return post(info.url, data, content_type, accept=accept, timeout=timeout)
+    except EndpointError as err:
+        raise EndpointError(f"endpoint {name!r}: {err}") from err
+
+
+def deploy_blue_green(
+    name: str,
+    new_model_dir: str | os.PathLike,
+    smoke_test: Callable[[str], None],
+    *,
+    port: int | None = None,
+    home=None,
+    workers: int = 2,
+    version: str | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> DeploymentResult:
+    """Start ``new_model_dir`` beside the serving version, smoke-test it, then switch the front to it.
+
+    ``smoke_test(url)`` gets the new version's own URL and raises (any exception) to reject it. On failure
+    (start or smoke test) the new version is stopped, the old one keeps serving, and the result is
+    ``RolledBack`` with the reason. On success the old version is drained and stopped. With no endpoint yet,
+    ``port`` is the public port and a success starts the front.
+    """
+    new_model_dir = Path(new_model_dir).resolve()
+    version = version or new_model_dir.name
+    _check_request(name, new_model_dir, workers)
+    if port is None and not (_endpoint_dir(name, home) / "state.json").is_file():
+        raise EndpointError(f"endpoint {name!r} does not exist yet: give the public port")
+    with _locked(name, home, create=True) as directory:
+        try:
+            info = _live_status(_load(name, home))
+        except EndpointNotFound:
+            info = EndpointInfo(name, port, "Creating", _now(), None, None)
+        if info.status != IN_SERVICE:
+            _stop_processes(info)
+            info.active, info.front = None, None
+            if _port_in_use(info.port):
+                raise EndpointError(f"endpoint {name!r}: port {info.port} on 127.0.0.1 is already in use")
+        old = info.active
+        variant = VARIANTS[1] if old is not None and old.variant == VARIANTS[0] else VARIANTS[0]
+
+        def rolled_back(reason: str) -> DeploymentResult:
+            log.warning("endpoint %s: version %s rolled back: %s", name, version, reason)
+            info.deployments.append(Deployment(_now(), version, variant, ROLLED_BACK, reason))
+            if old is None:
+                info.status = FAILED
+            _save(info, home)
+            return DeploymentResult(ROLLED_BACK, reason, info, version)
+
+        try:
+            new = _start_version(directory, name, new_model_dir, variant, version, workers, timeout)
+        except EndpointError as err:
+            return rolled_back(f"new version did not start: {err}")
+        try:
+            smoke_test(new.url)
+        except Exception as err:
+            _terminate(new.process)
+            return rolled_back(f"smoke test failed: {type(err).__name__}: {err}")
+        try:
+            _switch(directory, info, new)
+            if info.front is None or not info.front.alive():
+                info.front = _start_front(directory, info, timeout)
+        except EndpointError as err:
+            _terminate(new.process)
+            if old is not None:
+                with contextlib.suppress(EndpointError):
+                    _switch(directory, info, old)
+            return rolled_back(f"switch failed: {err}")
+        info.active, info.status = new, IN_SERVICE
+        info.deployments.append(
+            Deployment(
+                _now(),
+                version,
+                variant,
+                SUCCEEDED,
+                f"replaced {old.version}" if old else "initial deployment",
+            )
+        )
+        _save(info, home)
+        if old is not None:
+            time.sleep(DRAIN_S)
+            _terminate(old.process)
+        return DeploymentResult(SUCCEEDED, "", info, version)
