@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BARE_SDK = """
 import os, sys
 sys.path.insert(0, {root!r})
-from mlops.config import load_config
+from tests.project import load_config
 cfg = load_config("local")
 from mlops.compile.session import prepare_sdk_environment, offline_session
 prepare_sdk_environment(cfg.aws.region)
@@ -31,7 +31,9 @@ from mlops.compile.bundles import BundleRegistry
 from pipelines.model_build import build_pipeline, parameters
 from steps.context import StepContext
 bundles = BundleRegistry(cfg.aws.s3_root)
-ctx = StepContext(cfg=cfg, session=offline_session(cfg.aws.region, cfg.aws.bucket, bundles), bundles=bundles, parameters=parameters(cfg))
+from pathlib import Path
+root = Path({root!r})
+ctx = StepContext(cfg=cfg, session=offline_session(cfg.aws.region, cfg.aws.bucket, bundles, root=root), bundles=bundles, parameters=parameters(cfg), root=root)
 build_pipeline(ctx).definition()
 """
 
@@ -53,7 +55,7 @@ def main() -> int:
     for i in range(args.repeat):
         bare.append(timed([sys.executable, "-c", BARE_SDK.format(root=str(ROOT))]))
         ours.append(
-            timed([sys.executable, "-m", "mlops.cli.main", "compile", "--env", "local", "--out", str(out)])
+            timed([sys.executable, "-m", "mlops.cli", "compile", "--env", "local", "--out", str(out)])
         )
         print(
             f"  run {i + 1}/{args.repeat}: sdk {bare[-1]:.2f}s  mlops compile {ours[-1]:.2f}s",

@@ -33,7 +33,7 @@ CACHE = tempfile.mkdtemp(prefix="bench-compile-cache-")
 
 
 def mlops_run(home: Path, *args: str) -> float:
-    cmd = [sys.executable, "-m", "mlops.cli.main", "run", "--home", str(home), *args]
+    cmd = [sys.executable, "-m", "mlops.cli", "run", "--home", str(home), *args]
     start = time.perf_counter()
     env = {**os.environ, "MLOPS_COMPILE_CACHE": CACHE}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from mlops._root import PROJECT_ROOT
 from mlops.errors import ConfigError
 
 ENV_PREFIX = "MLOPS__"
@@ -119,125 +126,10 @@ class Aws(Strict):
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-class Image(Strict):
-    framework: Annotated[Literal["pytorch", "sklearn"], Field(description="SageMaker framework image.")]
-    version: Annotated[str, Field(description="Framework version of the image (e.g. 2.5).")]
-    py_version: Annotated[str, Field(description="Python version tag of the image (e.g. py311).")]
-
-
-class Instances(Strict):
-    instance_type: Annotated[str, Field(description="Instance type (ml.*).")]
-    instance_count: Annotated[int, Field(ge=1, le=100, description="Number of instances.")] = 1
-    volume_size_gb: Annotated[int, Field(ge=1, le=16384, description="Storage volume per instance, GB.")] = 30
-    max_runtime_s: Annotated[int, Field(ge=60, le=432000, description="Stopping condition, seconds.")] = 3600
-
-    _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
-
-
-class Spot(Strict):
-    enabled: Annotated[bool, Field(description="Use managed spot training.")] = False
-    max_wait_s: Annotated[
-        int, Field(ge=60, description="Max wait incl. spot interruptions; >= max_runtime_s.")
-    ] = 7200
-    checkpoint_s3_uri: Annotated[
-        str | None, Field(description="Where checkpoints sync to (default: <s3_root>/checkpoints).")
-    ] = None
-
-    _uri = field_validator("checkpoint_s3_uri")(_match(S3_URI, "S3 URI"))
-
-
-class Hyperparameters(Strict):
-    epochs: Annotated[int, Field(ge=1, le=1000, description="Training epochs.")] = 20
-    batch_size: Annotated[int, Field(ge=1, le=65536, description="Per-process mini-batch size.")] = 64
-    learning_rate: Annotated[float, Field(gt=0, le=10, description="Adam learning rate.")] = 0.003
-    hidden_units: Annotated[int, Field(ge=1, le=8192, description="Width of the hidden layers.")] = 128
-    seed: Annotated[int, Field(ge=0, description="Random seed (weights, shuffling).")] = 7
-
-
-class Training(Instances):
-    image: Annotated[Image, Field(description="Training image.")]
-    spot: Annotated[Spot, Field(description="Managed spot training.")] = Spot()
-    hyperparameters: Annotated[Hyperparameters, Field(description="Hyperparameters passed to train.py.")] = (
-        Hyperparameters()
-    )
-    processes_per_host: Annotated[int, Field(ge=1, le=64, description="torchrun processes per instance.")] = 1
-
-    @model_validator(mode="after")
-    def _spot_wait(self):
-        if self.spot.enabled and self.spot.max_wait_s < self.max_runtime_s:
-            raise ValueError(
-                f"spot.max_wait_s must be >= max_runtime_s ({self.spot.max_wait_s} < {self.max_runtime_s})"
-            )
-        return self
-
-
-class Processing(Instances):
-    image: Annotated[Image, Field(description="Processing image.")]
-
-
-class Split(Strict):
-    train: Annotated[float, Field(gt=0, lt=1, description="Share of rows for training.")] = 0.7
-    validation: Annotated[float, Field(gt=0, lt=1, description="Share of rows for validation.")] = 0.15
-    test: Annotated[float, Field(gt=0, lt=1, description="Share of rows for the test split.")] = 0.15
-    seed: Annotated[int, Field(ge=0, description="Seed of the deterministic split.")] = 42
-
-    @model_validator(mode="after")
-    def _sums_to_one(self):
-        total = self.train + self.validation + self.test
-        if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"train + validation + test must be 1 (got {total:g})")
-        return self
-
-
-class Data(Strict):
-    input_uri: Annotated[str, Field(description="S3 prefix of the raw CSV files (64 pixel columns + label).")]
-    expectation_suite: Annotated[str, Field(description="great-expectations suite, relative to the repo.")]
-    split: Annotated[Split, Field(description="Deterministic train/validation/test split.")] = Split()
-
-    _uri = field_validator("input_uri")(_match(S3_URI, "S3 URI"))
-
-    @field_validator("expectation_suite")
-    @classmethod
-    def _suite_exists(cls, v: str):
-        if not (PROJECT_ROOT / v).is_file():
-            raise ValueError(f"file not found: {v}")
-        return v
-
-
-class Evaluation(Strict):
-    metric: Annotated[
-        Literal["accuracy", "weighted_f1", "weighted_precision", "weighted_recall"],
-        Field(description="Metric in evaluation.json that gates registration."),
-    ] = "accuracy"
-    threshold: Annotated[float, Field(ge=0, le=1, description="Register only when metric >= threshold.")] = (
-        0.9
-    )
-
-
 class Registry(Strict):
     model_package_group: Annotated[str, Field(description="Model package group of the versions.")]
-    inference_image: Annotated[Image, Field(description="Serving image of registered versions.")]
-    inference_instance_types: Annotated[
-        list[str], Field(min_length=1, description="Allowed real-time instances.")
-    ]
-    content_types: Annotated[
-        list[str], Field(min_length=1, description="Accepted request content types.")
-    ] = [
-        "application/json",
-        "text/csv",
-    ]
-    response_types: Annotated[list[str], Field(min_length=1, description="Response content types.")] = [
-        "application/json"
-    ]
 
     _group = field_validator("model_package_group")(_match(NAME, "model package group name"))
-
-    @field_validator("inference_instance_types")
-    @classmethod
-    def _types(cls, v):
-        for t in v:
-            _match(INSTANCE_TYPE, "instance type")(t)
-        return v
 
 
 class Schedule(Strict):
@@ -272,73 +164,6 @@ class Schedule(Strict):
         return v
 
 
-class Autoscaling(Strict):
-    min_capacity: Annotated[int, Field(ge=1, description="Minimum instances.")] = 1
-    max_capacity: Annotated[int, Field(ge=1, description="Maximum instances.")] = 1
-    target_invocations_per_instance: Annotated[
-        float, Field(gt=0, description="Target tracking on SageMakerVariantInvocationsPerInstance.")
-    ] = 100.0
-    scale_in_cooldown_s: Annotated[int, Field(ge=0, description="Scale-in cooldown.")] = 300
-    scale_out_cooldown_s: Annotated[int, Field(ge=0, description="Scale-out cooldown.")] = 60
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.max_capacity < self.min_capacity:
-            raise ValueError(
-                f"max_capacity must be >= min_capacity ({self.max_capacity} < {self.min_capacity})"
-            )
-        return self
-
-
-class BlueGreen(Strict):
-    type: Annotated[
-        Literal["ALL_AT_ONCE", "CANARY", "LINEAR"], Field(description="Traffic shifting mode.")
-    ] = "CANARY"
-    step_percent: Annotated[
-        int, Field(ge=1, le=100, description="Canary size or linear step, % of capacity.")
-    ] = 10
-    wait_s: Annotated[int, Field(ge=0, le=3600, description="Wait between traffic shifts.")] = 300
-    termination_wait_s: Annotated[int, Field(ge=0, le=3600, description="Keep the old fleet this long.")] = (
-        300
-    )
-
-
-class RollbackAlarms(Strict):
-    max_5xx_rate: Annotated[float, Field(gt=0, le=1, description="Roll back above this share of 5xx.")] = 0.01
-    max_model_latency_ms: Annotated[
-        float, Field(gt=0, description="Roll back above this p99 model latency.")
-    ] = 500
-    evaluation_periods: Annotated[
-        int, Field(ge=1, le=10, description="Alarm evaluation periods (1 min).")
-    ] = 2
-
-
-class Endpoint(Strict):
-    instance_type: Annotated[str, Field(description="Endpoint instance type.")]
-    instance_count: Annotated[int, Field(ge=1, le=100, description="Initial instance count.")] = 1
-    autoscaling: Annotated[Autoscaling | None, Field(description="Target-tracking autoscaling.")] = None
-    blue_green: Annotated[BlueGreen | None, Field(description="Blue/green traffic shifting.")] = None
-    rollback_alarms: Annotated[RollbackAlarms | None, Field(description="Alarms that roll back.")] = None
-    data_capture_percent: Annotated[int, Field(ge=0, le=100, description="Share of requests captured.")] = 0
-    local_port: Annotated[int, Field(ge=1024, le=65535, description="Port of the local endpoint.")] = 8080
-
-    _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
-
-
-class SmokeTest(Strict):
-    samples: Annotated[int, Field(ge=1, le=10000, description="Test-split rows sent to staging.")] = 100
-    min_accuracy: Annotated[float, Field(ge=0, le=1, description="Accuracy floor of the smoke test.")] = 0.85
-    max_p95_latency_ms: Annotated[float, Field(gt=0, description="p95 latency ceiling, ms.")] = 200
-
-
-class Endpoints(Strict):
-    staging: Annotated[Endpoint, Field(description="Staging endpoint.")]
-    production: Annotated[Endpoint, Field(description="Production endpoint.")]
-    smoke_test: Annotated[SmokeTest, Field(description="Checks between staging and production.")] = (
-        SmokeTest()
-    )
-
-
 class Retry(Strict):
     max_attempts: Annotated[
         int, Field(ge=1, le=20, description="Attempts on capacity/throttling errors.")
@@ -359,13 +184,6 @@ class Cache(Strict):
         return v
 
 
-class Steps(Strict):
-    preprocess: Annotated[Processing, Field(description="Preprocess (clean + split) job.")]
-    validate_data: Annotated[Processing, Field(description="great-expectations data-quality job.")]
-    train: Annotated[Training, Field(description="Distributed PyTorch training job.")]
-    evaluate: Annotated[Processing, Field(description="Evaluation job.")]
-
-
 class Local(Strict):
     file_systems: Annotated[
         dict[str, str],
@@ -374,53 +192,54 @@ class Local(Strict):
     max_parallel_steps: Annotated[int, Field(ge=1, le=64, description="Steps run at once, at most.")] = 2
 
 
-class Config(Strict):
+class BaseConfig(Strict):
+    """The sections the toolkit reads; a project's schema subclasses this and adds its own."""
+
     env: Annotated[str, Field(description="Environment name (set from the overlay file name).")]
     project: Project
     aws: Aws
-    data: Data
-    steps: Steps
-    evaluation: Evaluation = Evaluation()
     registry: Registry
     schedule: Schedule
-    endpoints: Endpoints
     retry: Retry = Retry()
     cache: Cache = Cache()
     local: Local = Local()
 
 
+def project_root(info: ValidationInfo) -> Path:
+    """The project root a validator may resolve paths against (passed as validation context)."""
+    root = (info.context or {}).get("root")
+    if root is None:
+        raise ValueError("no project root to resolve the path against")
+    return Path(root)
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def config_dir() -> Path:
-    return Path(os.environ.get("MLOPS_CONFIG_DIR", PROJECT_ROOT / "config"))
+def environments(directory: Path) -> list[str]:
+    return sorted(p.stem for p in Path(directory).glob("*.yaml") if p.stem != "base")
 
 
-def environments(directory: Path | None = None) -> list[str]:
-    directory = directory or config_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, rel) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{_rel(path)}: file not found") from None
+        raise ConfigError(f"{rel(path)}: file not found") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{_rel(path)}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{rel(path)}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{_rel(path)}: must be a mapping at the top level")
+        raise ConfigError(f"{rel(path)}: must be a mapping at the top level")
     return data
 
 
-def _rel(path: Path) -> str:
+def _rel(path: Path, root: Path | None = None) -> str:
     """The shortest honest name: relative to the working directory or the project, else absolute."""
     resolved = path.resolve()
-    for base in (Path.cwd(), PROJECT_ROOT):
+    for base in (Path.cwd(), *([root] if root else [])):
         try:
             return str(resolved.relative_to(base.resolve()))
         except ValueError:
@@ -525,19 +344,33 @@ def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def load_config(env: str, directory: Path | None = None, environ=None) -> Config:
-    """Load and validate ``base.yaml`` + ``<env>.yaml`` + ``MLOPS__*`` variables, or raise ConfigError."""
-    directory = Path(directory or config_dir())
+def load_config(
+    env: str,
+    directory: Path,
+    *,
+    schema: type[BaseConfig] = BaseConfig,
+    root: Path | None = None,
+    environ=None,
+) -> BaseConfig:
+    """Load and validate ``base.yaml`` + ``<env>.yaml`` + ``MLOPS__*`` variables, or raise ConfigError.
+
+    ``schema`` is the project's config model; ``root`` the project root its validators resolve paths against.
+    """
+    directory = Path(directory)
     environ = os.environ if environ is None else environ
+
+    def rel(path: Path) -> str:
+        return _rel(path, root)
+
     base_path = directory / "base.yaml"
     env_path = directory / f"{env}.yaml"
     if env == "base" or not env_path.is_file():
         known = ", ".join(environments(directory)) or "none"
-        raise ConfigError(f"{_rel(env_path)}: unknown environment {env!r} (known: {known})")
+        raise ConfigError(f"{rel(env_path)}: unknown environment {env!r} (known: {known})")
     origin: dict[str, str] = {}
-    base = _read_yaml(base_path)
-    _mark_all(origin, base, _rel(base_path))
-    merged = _merge(base, _read_yaml(env_path), origin, _rel(env_path))
+    base = _read_yaml(base_path, rel)
+    _mark_all(origin, base, rel(base_path))
+    merged = _merge(base, _read_yaml(env_path, rel), origin, rel(env_path))
     overrides, names = _env_overrides(environ)
     for var in names:
         dotted = ".".join(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
@@ -545,11 +378,11 @@ def load_config(env: str, directory: Path | None = None, environ=None) -> Config
     merged = _merge(merged, overrides, {}, "")
     merged["env"] = env
     try:
-        return Config.model_validate(merged)
+        return schema.model_validate(merged, context={"root": root})
     except ValidationError as exc:
         err = exc.errors()[0]
         dotted = _dotted(err["loc"])
-        source = _locate(origin, dotted, _rel(env_path))
+        source = _locate(origin, dotted, rel(env_path))
         raise ConfigError(f"{source}: {dotted}: {_reason(err)}") from None
 
 
@@ -558,7 +391,7 @@ def _mark_all(origin: dict, tree: dict, name: str, prefix: str = "") -> None:
         _mark(origin, f"{prefix}{key}", value, name)
 
 
-def reference(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def reference(model: type[BaseModel] = BaseConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(dotted key, type, default, description) rows for the README's config reference."""
     rows = []
     for name, field in model.model_fields.items():

@@ -34,7 +34,7 @@ def build_pipeline(ctx: StepContext):
 
     cfg = ctx.cfg
     params = parameters(cfg)
-    ctx = StepContext(cfg=cfg, session=ctx.session, bundles=ctx.bundles, parameters=params)
+    ctx = StepContext(cfg=cfg, session=ctx.session, bundles=ctx.bundles, parameters=params, root=ctx.root)
 
     model = endpoint.build_model(ctx, params["ModelPackageArn"])
     staging_config = endpoint.build_endpoint_config(ctx, "staging", cfg.endpoints.staging, model)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.compile.bundles import Bundle, BundleRegistry
-from mlops.config import Config, Image, Instances
+from steps.config import Config, Image, Instances
 
 STEPS_DIR = Path(__file__).resolve().parent
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -18,6 +18,7 @@ class StepContext:
     session: object  # sagemaker PipelineSession (offline)
     bundles: BundleRegistry
     parameters: dict  # name -> SDK Parameter
+    root: Path  # the project root (config files such as the expectation suite are relative to it)
 
     # ------------------------------------------------------------------------------------ shared settings
     @property

@@ -17,17 +17,17 @@ for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
 @pytest.fixture(scope="session")
 def compiled_local():
     from mlops.compile.compiler import compile_pipelines
-    from mlops.config import load_config
+    from tests.project import PROJECT, load_config
 
-    return compile_pipelines(load_config("local"))
+    return compile_pipelines(PROJECT, load_config("local"))
 
 
 @pytest.fixture(scope="session")
 def compiled_prod():
     from mlops.compile.compiler import compile_pipelines
-    from mlops.config import load_config
+    from tests.project import PROJECT, load_config
 
-    return compile_pipelines(load_config("prod"))
+    return compile_pipelines(PROJECT, load_config("prod"))
 
 
 @pytest.fixture
@@ -36,5 +36,6 @@ def config_dir(tmp_path, monkeypatch):
     dest = tmp_path / "config"
     shutil.copytree(ROOT / "config", dest)
     monkeypatch.setenv("MLOPS_CONFIG_DIR", str(dest))
+    monkeypatch.setenv("MLOPS_PROJECT_ROOT", str(ROOT))
     monkeypatch.chdir(tmp_path)  # errors name files relative to the working directory
     return dest

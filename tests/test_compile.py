@@ -11,23 +11,18 @@ import sys
 
 import pytest
 
+from mlops.definition.model import parse
 from mlops.definition.validate import validate_definition
 
 from .conftest import ROOT
 
 
 def steps_by_name(definition: dict) -> dict:
-    out = {}
-    for step in definition["Steps"]:
-        out[step["Name"]] = step
-        for branch in ("IfSteps", "ElseSteps"):
-            for child in step.get("Arguments", {}).get(branch, []):
-                out[child["Name"]] = child
-    return out
+    return {name: step.spec for name, step in parse(definition).steps.items()}
 
 
 def test_steps_types_and_dependencies(compiled_local):
-    d = compiled_local.definition()
+    d = compiled_local.definition("model-build")
     steps = steps_by_name(d)
     assert {n: s["Type"] for n, s in steps.items()} == {
         "Preprocess": "Processing",
@@ -49,7 +44,7 @@ def test_steps_types_and_dependencies(compiled_local):
 
 
 def test_condition_and_both_branches(compiled_local):
-    check = steps_by_name(compiled_local.definition())["CheckMetric"]["Arguments"]
+    check = steps_by_name(compiled_local.definition("model-build"))["CheckMetric"]["Arguments"]
     (cond,) = check["Conditions"]
     assert cond["Type"] == "GreaterThanOrEqualTo"
     assert cond["LeftValue"]["Std:JsonGet"]["Path"] == "multiclass_classification_metrics.accuracy.value"
@@ -65,7 +60,7 @@ def test_condition_and_both_branches(compiled_local):
 
 
 def test_register_pending_manual_approval_with_metrics(compiled_local):
-    d = compiled_local.definition()
+    d = compiled_local.definition("model-build")
     params = {p["Name"]: p for p in d["Parameters"]}
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["MetricThreshold"] == {"Name": "MetricThreshold", "Type": "Float", "DefaultValue": 0.9}
@@ -82,10 +77,10 @@ def test_register_pending_manual_approval_with_metrics(compiled_local):
 
 def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compiled_local, compiled_prod):
     for compiled, env in ((compiled_local, "local"), (compiled_prod, "prod")):
-        from mlops.config import load_config
+        from tests.project import load_config
 
         cfg = load_config(env)
-        train = steps_by_name(compiled.definition())["Train"]["Arguments"]
+        train = steps_by_name(compiled.definition("model-build"))["Train"]["Arguments"]
         assert train["ResourceConfig"]["InstanceCount"] == cfg.steps.train.instance_count
         assert train["ResourceConfig"]["InstanceType"] == cfg.steps.train.instance_type
         assert train["EnableManagedSpotTraining"] is True
@@ -102,7 +97,7 @@ def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compi
 
 
 def test_metric_regexes_match_the_lines_train_prints(compiled_local):
-    metrics = steps_by_name(compiled_local.definition())["Train"]["Arguments"]["AlgorithmSpecification"][
+    metrics = steps_by_name(compiled_local.definition("model-build"))["Train"]["Arguments"]["AlgorithmSpecification"][
         "MetricDefinitions"
     ]
     names = {m["Name"] for m in metrics}
@@ -117,11 +112,11 @@ def test_metric_regexes_match_the_lines_train_prints(compiled_local):
 
 def test_caching_retries_kms_vpc_and_tags(compiled_local, compiled_prod):
     for step in ("Preprocess", "ValidateData", "Train", "Evaluate"):
-        raw = steps_by_name(compiled_local.definition())[step]
+        raw = steps_by_name(compiled_local.definition("model-build"))[step]
         assert raw["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
         kinds = {t for p in raw["RetryPolicies"] for t in p["ExceptionType"]}
         assert {"Step.THROTTLING", "SageMaker.CAPACITY_ERROR"} <= kinds
-    prod = steps_by_name(compiled_prod.definition())
+    prod = steps_by_name(compiled_prod.definition("model-build"))
     pre = prod["Preprocess"]["Arguments"]
     assert pre["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == "alias/digits-prod"
     assert pre["ProcessingOutputConfig"]["KmsKeyId"] == "alias/digits-prod"
@@ -154,7 +149,7 @@ def test_code_bundles_are_content_addressed(compiled_local):
 
 
 def _compile_subprocess(out, env_vars, isolate_network=False):
-    cmd = [sys.executable, "-m", "mlops.cli.main", "compile", "--env", "local", "--out", str(out)]
+    cmd = [sys.executable, "-m", "mlops.cli", "compile", "--env", "local", "--out", str(out)]
     if isolate_network and shutil.which("bwrap"):
         # no network at all: any AWS call would fail loudly
         cmd = [

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mlops.cli.main import main
-from mlops.config import load_config
 from mlops.errors import ConfigError
+from tests.project import load_config
 
 from .conftest import ROOT
 
@@ -148,7 +148,7 @@ def test_cli_exit_code_2_and_one_red_line_and_nothing_written(config_dir, tmp_pa
 def test_cli_subprocess_exit_code(config_dir):
     _write_overlay(config_dir, _local_with("aws.bucket", "Bad_Bucket"))
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops.cli.main", "config", "--env", "bad"], capture_output=True, text=True
+        [sys.executable, "-m", "mlops.cli", "config", "--env", "bad"], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert re.fullmatch(

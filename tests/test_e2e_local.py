@@ -40,11 +40,11 @@ def show(capsys, home, execution_id) -> dict:
 
 
 def latest(home) -> dict:
-    return Home.open(home).executions(limit=1)[0]
+    return Home.open(home).runs.list(limit=1)[0]
 
 
 def packages(home) -> list[dict]:
-    return Home.open(home).model_packages()
+    return Home.open(home).registry.list()
 
 
 def test_happy_path_registers_one_pending_version_with_metrics(home, capsys):
@@ -86,11 +86,11 @@ def test_high_threshold_takes_the_fail_branch_and_registers_nothing(home, capsys
 
 
 def test_parameter_of_the_wrong_type_is_refused_before_anything_runs(home, capsys):
-    before = len(Home.open(home).executions(limit=1000))
+    before = len(Home.open(home).runs.list(limit=1000))
     code, out = run(capsys, "--home", str(home), "--param", "MetricThreshold=high")
     assert code == 2
     assert "MetricThreshold" in out and "high" in out
-    assert len(Home.open(home).executions(limit=1000)) == before
+    assert len(Home.open(home).runs.list(limit=1000)) == before
 
 
 def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, capsys, tmp_path):
@@ -123,9 +123,9 @@ def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, 
 
 def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, capsys, tmp_path):
     from mlops.compile.compiler import compile_pipelines
-    from mlops.config import load_config
+    from tests.project import PROJECT, load_config
 
-    good = compile_pipelines(load_config("local")).definition()
+    good = compile_pipelines(PROJECT, load_config("local")).definition("model-build")
     broken = copy.deepcopy(good)
     train = next(s for s in broken["Steps"] if s["Name"] == "Train")
     train["Arguments"]["HyperParameters"]["epochs"] = "many"
@@ -153,11 +153,11 @@ def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, cap
 
 
 def test_two_concurrent_runs_in_one_home_do_not_interfere(home):
-    cmd = [sys.executable, "-m", "mlops.cli.main", "run", "--home", str(home)]
+    cmd = [sys.executable, "-m", "mlops.cli", "run", "--home", str(home)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    runs = Home.open(home).executions(limit=2)
+    runs = Home.open(home).runs.list(limit=2)
     assert len({r["id"] for r in runs}) == 2 and all(r["status"] == "Succeeded" for r in runs)
     versions = [p["version"] for p in packages(home)]
     assert len(versions) == len(set(versions))

@@ -70,7 +70,7 @@ BAD = [
     (
         "cycle",
         definition(processing("A", ["B"]), processing("B", ["A"])),
-        "the pipeline has a cycle through steps: A, B",
+        "the steps form a cycle: A -> B -> A",
     ),
     (
         "unknown DependsOn",
@@ -128,7 +128,7 @@ def test_expressions_become_typed_placeholders():
 
 
 def test_mermaid_and_dot_of_the_compiled_pipeline(compiled_local, tmp_path):
-    d = compiled_local.definition()
+    d = compiled_local.definition("model-build")
     text = mermaid(d)
     assert text.startswith("flowchart TD\n")
     assert "CheckMetric -->|true| RegisterModel" in text

@@ -20,13 +20,12 @@ from typing import Any
 
 import yaml
 
-from mlops._root import PROJECT_ROOT
 from mlops.aws.session import Aws, AwsError, aws_call
 from mlops.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = PROJECT_ROOT / "infra" / "mlops.yaml"
+TEMPLATE = Path("infra") / "mlops.yaml"  # relative to the project root
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 DEFAULT_KMS_ALIAS = "alias/{project}-{env}"
 STACK_DONE = ("_COMPLETE", "_FAILED")
@@ -37,7 +36,7 @@ def stack_name(cfg) -> str:
     return f"{cfg.project.name}-{cfg.env}-mlops"
 
 
-def repository_url(root: Path = PROJECT_ROOT) -> str | None:
+def repository_url(root: Path) -> str | None:
     """The ``origin`` remote as an HTTPS URL (what a CodeBuild GITHUB source takes), if there is one."""
     try:
         out = subprocess.run(
@@ -54,9 +53,11 @@ def repository_url(root: Path = PROJECT_ROOT) -> str | None:
     return url
 
 
-def render_parameters(cfg, repo_url: str | None = None, branch: str = "main") -> dict[str, str]:
+def render_parameters(
+    cfg, repo_url: str | None = None, branch: str = "main", *, root: Path | None = None
+) -> dict[str, str]:
     """Template parameters from config; every value a string, as CloudFormation takes them."""
-    repo_url = repo_url or repository_url()
+    repo_url = repo_url or (repository_url(root) if root else None)
     if not repo_url:
         raise ConfigError("infra: no git remote 'origin' to build from; pass --repo-url URL")
     kms = cfg.aws.kms_key_id
@@ -152,7 +153,11 @@ for _tag in (
     _CfnLoader.add_constructor(f"!{_tag}", _intrinsic(_tag))
 
 
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+def template_path(root: Path) -> Path:
+    return Path(root) / TEMPLATE
+
+
+def load_template(path: Path) -> dict[str, Any]:
     return yaml.load(Path(path).read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
@@ -247,7 +252,7 @@ def bootstrap(
     aws: Aws,
     cfg,
     params: dict[str, str],
-    template: Path = TEMPLATE,
+    template: Path,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     poll_s: float = 5.0,
     timeout_s: float = 3600.0,

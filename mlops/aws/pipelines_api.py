@@ -18,7 +18,10 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from mlops import s3uri
 from mlops.aws.session import Aws, AwsError, AwsNotFound, aws_call, git_commit
+from mlops.definition.diff import definition_diff
+from mlops.definition.parameters import convert, declared
 from mlops.errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,6 @@ class BundleLike(Protocol):
 
 
 # ------------------------------------------------------------------------------------------- requests
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise AwsError(f"not an S3 URI: {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key
 
 
 def pipeline_description(cfg, commit: str) -> str:
@@ -108,7 +104,10 @@ def upload_bundles(
     """Upload each bundle's files that are not in S3 yet; the prefix is content-addressed, so present = equal."""
     result = UploadResult()
     for bundle in bundles:
-        bucket, prefix = split_s3_uri(bundle.s3_uri)
+        try:
+            bucket, prefix = s3uri.split(bundle.s3_uri)
+        except s3uri.S3UriError as err:
+            raise AwsError(str(err)) from None
         existing = _keys_under(aws, bucket, prefix)
         for rel in bundle.files:
             key = prefix + rel
@@ -214,32 +213,19 @@ def upsert(
 # ---------------------------------------------------------------------------------------------- start
 
 
-def definition_parameters(definition: str | dict) -> dict[str, dict[str, Any]]:
-    doc = json.loads(definition) if isinstance(definition, str) else definition
-    return {p["Name"]: p for p in doc.get("Parameters", [])}
-
-
-def _coerce(name: str, kind: str, value: str) -> str:
-    try:
-        if kind == "Integer":
-            int(value)
-        elif kind == "Float":
-            float(value)
-        elif kind == "Boolean" and value.lower() not in ("true", "false"):
-            raise ValueError
-    except ValueError:
-        raise ParameterError(f"--param {name}={value}: not a valid {kind}") from None
-    return value.lower() if kind == "Boolean" else value
-
-
 def start_request(name: str, params: dict[str, str], definition: str, display_name: str | None = None):
-    known = definition_parameters(definition)
+    known = declared(json.loads(definition) if isinstance(definition, str) else definition)
     values = []
     for key, value in params.items():
         if key not in known:
             listed = ", ".join(sorted(known)) or "none"
             raise ParameterError(f"--param {key}: pipeline {name} has no such parameter (known: {listed})")
-        values.append({"Name": key, "Value": _coerce(key, known[key].get("Type", "String"), value)})
+        kind = known[key].get("Type", "String")
+        try:
+            typed = convert(key, kind, value)
+        except ParameterError:
+            raise ParameterError(f"--param {key}={value}: not a valid {kind}") from None
+        values.append({"Name": key, "Value": str(typed).lower() if isinstance(typed, bool) else str(value)})
     request: dict[str, Any] = {"PipelineName": name, "ClientRequestToken": uuid.uuid4().hex}
     if values:
         request["PipelineParameters"] = values
@@ -256,16 +242,6 @@ def start(aws: Aws, name: str, params: dict[str, str] | None = None, display_nam
     request = start_request(name, params or {}, deployed["PipelineDefinition"], display_name)
     with aws_call("sagemaker:StartPipelineExecution", f"pipeline {name}"):
         return aws.sagemaker.start_pipeline_execution(**request)["PipelineExecutionArn"]
-
-
-def parse_params(pairs: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ParameterError(f"--param {pair!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
 
 
 # ------------------------------------------------------------------------------------- status / wait
@@ -420,91 +396,6 @@ def wait(
 
 
 # ----------------------------------------------------------------------------------------------- diff
-
-
-def _steps_by_name(steps: list[dict[str, Any]], out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Flatten condition branches: nested steps become top-level entries, the branch keeps their names."""
-    for step in steps:
-        step = dict(step)
-        args = step.get("Arguments")
-        if isinstance(args, dict):
-            args = dict(args)
-            for branch in ("IfSteps", "ElseSteps"):
-                if isinstance(args.get(branch), list):
-                    _steps_by_name(args[branch], out)
-                    args[branch] = [s.get("Name") for s in args[branch]]
-            step["Arguments"] = args
-        out[step.get("Name", "?")] = step
-    return out
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k in sorted(value):
-            out.update(_flatten(value[k], f"{prefix}.{k}" if prefix else str(k)))
-        return out or {prefix: {}}
-    if isinstance(value, list) and value and any(isinstance(v, dict | list) for v in value):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _compare(label: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    lines = []
-    for path in sorted(set(a) | set(b)):
-        if path not in b:
-            lines.append(f"  - {label}: {path}: {_show(a[path])}")
-        elif path not in a:
-            lines.append(f"  + {label}: {path}: {_show(b[path])}")
-        elif a[path] != b[path]:
-            lines.append(f"  ~ {label}: {path}: {_show(a[path])} -> {_show(b[path])}")
-    return lines
-
-
-def definition_diff(deployed: str | None, local: str) -> list[str]:
-    """Readable differences deployed -> local, grouped by parameter and step; empty when equal."""
-    new = json.loads(local)
-    if deployed is None:
-        return [f"+ pipeline not deployed ({len(new.get('Steps', []))} steps would be created)"]
-    old = json.loads(deployed)
-    if old == new:
-        return []
-    lines: list[str] = []
-    old_params, new_params = definition_parameters(old), definition_parameters(new)
-    for name in sorted(set(old_params) | set(new_params)):
-        if name not in new_params:
-            lines.append(f"- parameter {name}")
-        elif name not in old_params:
-            lines.append(f"+ parameter {name} = {_show(new_params[name].get('DefaultValue'))}")
-        else:
-            changed = _compare(f"parameter {name}", old_params[name], new_params[name])
-            if changed:
-                lines.append(f"~ parameter {name}")
-                lines.extend(changed)
-    old_steps, new_steps = _steps_by_name(old.get("Steps", []), {}), _steps_by_name(new.get("Steps", []), {})
-    for name in sorted(set(old_steps) | set(new_steps)):
-        if name not in new_steps:
-            lines.append(f"- step {name} ({old_steps[name].get('Type', '?')})")
-        elif name not in old_steps:
-            lines.append(f"+ step {name} ({new_steps[name].get('Type', '?')})")
-        else:
-            changed = _compare(f"step {name}", old_steps[name], new_steps[name])
-            if changed:
-                lines.append(f"~ step {name}")
-                lines.extend(changed)
-    rest = {k for k in set(old) | set(new) if k not in ("Parameters", "Steps")}
-    changed = _compare("pipeline", {k: old.get(k) for k in rest}, {k: new.get(k) for k in rest})
-    lines.extend(changed)
-    return lines
 
 
 @dataclass

@@ -12,6 +12,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -24,7 +25,6 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from mlops._root import PROJECT_ROOT
 from mlops.errors import MlopsError
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def aws_call(action: str, resource: str) -> Iterator[None]:
         raise translate(exc, action, resource) from exc
 
 
-def git_commit(root=PROJECT_ROOT) -> str:
+def git_commit(root: Path) -> str:
     """The checked-out commit, or "unknown" outside a git work tree (e.g. an unpacked source tarball)."""
     try:
         out = subprocess.run(

@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from mlops._root import PROJECT_ROOT
-
-PIPELINE_KEYS = ("model-build", "model-deploy")
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+from mlops.cli.console import out as _out
+from mlops.cli.console import print_json
+from mlops.cli.invocation import add_env
 
 
-def _env_arg(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get("MLOPS_ENV")
-    parser.add_argument(
-        "--env",
-        default=default,
-        required=default is None,
-        help="config environment: config/<env>.yaml (default: $MLOPS_ENV)",
-    )
+def _console():
+    return _out()
 
 
 def _format_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=["text", "json"], default="text")
-
-
-def _config(env: str):
-    from mlops.config import load_config
-
-    return load_config(env)
+    parser.add_argument("--format", choices=["text", "json"], default="text", help="output format")
 
 
 def _aws(cfg):
@@ -44,14 +25,13 @@ def _aws(cfg):
     return Aws.from_config(cfg)
 
 
-def _compile(cfg, status):
-    from mlops.compile.compiler import compile_pipelines
+def _compile(args, status):
+    from mlops.cli.build import compile_project
 
-    status.update(f"compiling the pipelines of {cfg.env} ...")
-    return compile_pipelines(cfg)
+    return compile_project(args, status)[1]
 
 
-def _aws_for_arn(arn: str, env: str | None):
+def _aws_for_arn(arn: str, args):
     """An execution ARN names its region; config is only needed when it does not parse."""
     from mlops.aws.session import Aws, check_region
     from mlops.errors import ParameterError
@@ -61,7 +41,7 @@ def _aws_for_arn(arn: str, env: str | None):
         raise ParameterError(
             f"{arn!r}: not a pipeline execution ARN (arn:aws:sagemaker:REGION:ACCOUNT:pipeline/NAME/execution/ID)"
         )
-    region = parts[3] or (_config(env).aws.region if env else None)
+    region = parts[3] or args.config.aws.region
     check_region(region)
     return Aws(region)
 
@@ -71,12 +51,13 @@ def _aws_for_arn(arn: str, env: str | None):
 
 def cmd_upsert(args) -> int:
     from mlops.aws.pipelines_api import upsert
+    from mlops.aws.session import git_commit
 
     out = _console()
-    cfg = _config(args.env)
+    cfg = args.config
     aws = _aws(cfg)
     with out.status("loading ...") as status:
-        compiled = _compile(cfg, status)
+        compiled = _compile(args, status)
         status.update(f"uploading {len(compiled.bundles)} code bundle(s) and upserting ...")
         uploads, results = upsert(
             aws,
@@ -84,6 +65,7 @@ def cmd_upsert(args) -> int:
             compiled.definitions,
             compiled.pipeline_names,
             compiled.bundles,
+            commit=git_commit(args.project.root),
             on_progress=lambda msg: (
                 status.update(msg),
                 out.print(msg) if msg.startswith("uploaded") else None,
@@ -101,13 +83,19 @@ def cmd_upsert(args) -> int:
 
 
 def cmd_start(args) -> int:
-    from mlops.aws.pipelines_api import parse_params, start
+    from mlops.aws.pipelines_api import start
+    from mlops.definition.parameters import parse_assignments
 
-    cfg = _config(args.env)
-    name = cfg.project.build_pipeline if args.pipeline == "model-build" else cfg.project.deploy_pipeline
-    arn = start(_aws(cfg), name, parse_params(args.param or []), display_name=args.display_name)
+    cfg = args.config
+    key = args.pipeline or args.project.declaration.default_pipeline
+    if key not in args.project.pipeline_keys():
+        from mlops.errors import ParameterError
+
+        raise ParameterError(f"--pipeline {key!r}: the project declares {', '.join(args.project.pipeline_keys())}")
+    name = cfg.project.build_pipeline if key == args.project.declaration.default_pipeline else cfg.project.deploy_pipeline
+    arn = start(_aws(cfg), name, parse_assignments(args.param or []), display_name=args.display_name)
     if args.format == "json":
-        print(json.dumps({"pipeline": name, "execution_arn": arn}))
+        print_json({"pipeline": name, "execution_arn": arn})
     else:
         _console().print(f"started {name}: {arn}")
     return 0
@@ -151,9 +139,9 @@ def _t(value) -> str:
 def cmd_status(args) -> int:
     from mlops.aws.pipelines_api import status
 
-    state = status(_aws_for_arn(args.execution_arn, args.env), args.execution_arn)
+    state = status(_aws_for_arn(args.execution_arn, args), args.execution_arn)
     if args.format == "json":
-        print(json.dumps(state.as_dict(), indent=2))
+        print_json(state.as_dict())
     else:
         _console().print(_state_table(state))
     return 0
@@ -165,7 +153,7 @@ def cmd_wait(args) -> int:
     from mlops.aws.pipelines_api import wait
 
     out = _console()
-    aws = _aws_for_arn(args.execution_arn, args.env)
+    aws = _aws_for_arn(args.execution_arn, args)
     last: list[str] = []
     with Live(console=out, auto_refresh=False, transient=False) as live:
 
@@ -185,7 +173,7 @@ def cmd_wait(args) -> int:
             timeout_s=args.timeout,
         )
     if args.format == "json":
-        print(json.dumps(state.as_dict(), indent=2))
+        print_json(state.as_dict())
     return state.exit_code
 
 
@@ -195,14 +183,14 @@ def cmd_diff(args) -> int:
     from mlops.aws.pipelines_api import diff
 
     out = _console()
-    cfg = _config(args.env)
+    cfg = args.config
     aws = _aws(cfg)
     with out.status("loading ...") as status:
-        compiled = _compile(cfg, status)
+        compiled = _compile(args, status)
         status.update("reading the deployed definitions ...")
         diffs = diff(aws, compiled.definitions, compiled.pipeline_names)
     if args.format == "json":
-        print(json.dumps({d.name: d.lines for d in diffs}, indent=2))
+        print_json({d.name: d.lines for d in diffs})
     else:
         for d in diffs:
             if not d.changed:
@@ -215,18 +203,18 @@ def cmd_diff(args) -> int:
     return 1 if any(d.changed for d in diffs) else 0
 
 
-def _default_params_path(env: str) -> Path:
-    return PROJECT_ROOT / "build" / "infra" / f"{env}.parameters.json"
+def _default_params_path(args) -> Path:
+    return args.project.root / "build" / "infra" / f"{args.environment}.parameters.json"
 
 
 def cmd_infra_render(args) -> int:
     from mlops.aws.infra import render_parameters, write_parameters
 
-    cfg = _config(args.env)
-    params = render_parameters(cfg, repo_url=args.repo_url, branch=args.branch)
-    path = write_parameters(params, Path(args.out) if args.out else _default_params_path(args.env))
+    cfg = args.config
+    params = render_parameters(cfg, repo_url=args.repo_url, branch=args.branch, root=args.project.root)
+    path = write_parameters(params, Path(args.out) if args.out else _default_params_path(args))
     if args.format == "json":
-        print(json.dumps({"path": str(path), "parameters": params}, indent=2))
+        print_json({"path": str(path), "parameters": params})
         return 0
     from rich.table import Table
 
@@ -240,14 +228,14 @@ def cmd_infra_render(args) -> int:
 
 
 def cmd_bootstrap(args) -> int:
-    from mlops.aws.infra import bootstrap, render_parameters, stack_name
+    from mlops.aws.infra import bootstrap, render_parameters, stack_name, template_path
 
     out = _console()
-    cfg = _config(args.env)
+    cfg = args.config
     if args.params:
         params = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(Path(args.params).read_text())}
     else:
-        params = render_parameters(cfg, repo_url=args.repo_url, branch=args.branch)
+        params = render_parameters(cfg, repo_url=args.repo_url, branch=args.branch, root=args.project.root)
     aws = _aws(cfg)
 
     def event(e):
@@ -264,7 +252,7 @@ def cmd_bootstrap(args) -> int:
         )
 
     out.print(f"deploying stack {stack_name(cfg)} in {cfg.aws.region} ...")
-    result = bootstrap(aws, cfg, params, on_event=event, poll_s=args.poll)
+    result = bootstrap(aws, cfg, params, template_path(args.project.root), on_event=event, poll_s=args.poll)
     if result.action == "unchanged":
         out.print(f"stack {result.stack}: [green]up to date[/] ({result.status})")
     else:
@@ -279,12 +267,12 @@ def cmd_bootstrap(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("upsert", help="upload code bundles, create or update the SageMaker pipelines")
-    _env_arg(p)
+    add_env(p)
     p.set_defaults(func=cmd_upsert)
 
     p = subparsers.add_parser("start", help="start a pipeline execution on SageMaker")
-    _env_arg(p)
-    p.add_argument("--pipeline", choices=PIPELINE_KEYS, default="model-build")
+    add_env(p)
+    p.add_argument("--pipeline", help="pipeline key (default: the project's default pipeline)")
     p.add_argument("--param", action="append", metavar="K=V", help="pipeline parameter (repeatable)")
     p.add_argument("--display-name", help="execution display name")
     _format_arg(p)
@@ -292,13 +280,13 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("status", help="show an execution and its steps")
     p.add_argument("execution_arn")
-    p.add_argument("--env", default=os.environ.get("MLOPS_ENV"), help=argparse.SUPPRESS)
+    add_env(p)
     _format_arg(p)
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("wait", help="wait for an execution to end; exit code from its final status")
     p.add_argument("execution_arn")
-    p.add_argument("--env", default=os.environ.get("MLOPS_ENV"), help=argparse.SUPPRESS)
+    add_env(p)
     p.add_argument("--poll", type=float, default=10.0, help="first poll interval, seconds (doubles)")
     p.add_argument("--max-poll", type=float, default=60.0, help="longest poll interval, seconds")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
@@ -308,14 +296,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "diff", help="deployed definitions vs the local compile; exit 1 when they differ"
     )
-    _env_arg(p)
+    add_env(p)
     _format_arg(p)
     p.set_defaults(func=cmd_diff)
 
     infra = subparsers.add_parser("infra", help="infrastructure (CloudFormation) of an environment")
     infra_sub = infra.add_subparsers(dest="infra_command", metavar="COMMAND", required=True)
     p = infra_sub.add_parser("render", help="write the stack parameters rendered from config")
-    _env_arg(p)
+    add_env(p)
     p.add_argument("--out", help="parameters JSON (default: build/infra/<env>.parameters.json)")
     p.add_argument("--repo-url", help="git repository CodeBuild builds (default: the origin remote)")
     p.add_argument("--branch", default="main", help="branch whose pushes build (default: %(default)s)")
@@ -323,7 +311,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_infra_render)
 
     p = subparsers.add_parser("bootstrap", help="deploy infra/mlops.yaml (change set, events as progress)")
-    _env_arg(p)
+    add_env(p)
     p.add_argument("--params", help="parameters JSON from `mlops infra render` (default: render now)")
     p.add_argument("--repo-url", help="git repository CodeBuild builds (default: the origin remote)")
     p.add_argument("--branch", default="main")

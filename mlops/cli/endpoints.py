@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from mlops.errors import MlopsError
+from mlops.cli.console import err, out, print_json
+from mlops.cli.invocation import add_home
 from mlops.serving import supervisor
 
 
@@ -23,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         name: str, handler: Callable[[argparse.Namespace], int], help_text: str
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--home", type=Path, help="MLOps home (default: $MLOPS_HOME or <project>/.mlops)")
-        p.set_defaults(func=_guarded(handler))
+        add_home(p)
+        p.set_defaults(func=handler)
         return p
 
     p = add("list", _list, "list local endpoints and whether their processes are alive")
@@ -56,29 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name")
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except MlopsError as err:
-            Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-            return err.exit_code
-
-    run.__name__ = handler.__name__
-    return run
-
-
 def _status_style(status: str) -> str:
     return {"InService": "green", "Failed": "red", "RolledBack": "red"}.get(status, "yellow")
 
 
-def _list(args: argparse.Namespace) -> int:
-    endpoints = supervisor.list_endpoints(home=args.home)
+def _list(args) -> int:
+    endpoints = supervisor.list_endpoints(home=args.home_root)
     if args.format == "json":
-        print(json.dumps([e.to_json() for e in endpoints], indent=2))
+        print_json([e.to_json() for e in endpoints])
         return 0
     if not endpoints:
-        Console().print("no local endpoints")
+        out().print("no local endpoints")
         return 0
     table = Table(title="local endpoints")
     for col in ("name", "status", "url", "version", "variant", "workers", "started"):
@@ -94,16 +81,16 @@ def _list(args: argparse.Namespace) -> int:
             str(a.workers) if a else "-",
             e.started_at,
         )
-    Console().print(table)
+    out().print(table)
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    e = supervisor.get_endpoint(args.name, home=args.home)
+def _show(args) -> int:
+    e = supervisor.get_endpoint(args.name, home=args.home_root)
     if args.format == "json":
-        print(json.dumps(e.to_json(), indent=2))
+        print_json(e.to_json())
         return 0
-    console = Console()
+    console = out()
     console.print(f"[bold]{e.name}[/] [{_status_style(e.status)}]{e.status}[/] {e.url}")
     if e.active:
         a = e.active
@@ -119,13 +106,13 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+def _start(args) -> int:
+    console = err()
     with console.status(f"starting {args.name} ({args.workers} workers) on port {args.port} ..."):
         e = supervisor.start_endpoint(
-            args.name, args.model_dir, args.port, home=args.home, workers=args.workers, version=args.version
+            args.name, args.model_dir, args.port, home=args.home_root, workers=args.workers, version=args.version
         )
-    Console().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
+    out().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
     return 0
 
 
@@ -138,13 +125,13 @@ def _read_payload(path: Path) -> bytes:
         raise supervisor.EndpointError(f"--data {path}: {err.strerror}") from err
 
 
-def _invoke(args: argparse.Namespace) -> int:
+def _invoke(args) -> int:
     result = supervisor.invoke(
-        args.name, _read_payload(args.data), args.content_type, accept=args.accept, home=args.home
+        args.name, _read_payload(args.data), args.content_type, accept=args.accept, home=args.home_root
     )
     text = result.body.decode("utf-8", errors="replace")
     if result.status >= 400:
-        Console(stderr=True).print(
+        err().print(
             f"[red]error:[/red] HTTP {result.status}: {text}", highlight=False, soft_wrap=True
         )
         return 1
@@ -152,15 +139,15 @@ def _invoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(args: argparse.Namespace) -> int:
+def _logs(args) -> int:
     if args.lines < 1:
         raise supervisor.EndpointError(f"-n {args.lines}: give a positive number of lines")
-    for line in supervisor.endpoint_logs(args.name, home=args.home, lines=args.lines, source=args.source):
+    for line in supervisor.endpoint_logs(args.name, home=args.home_root, lines=args.lines, source=args.source):
         print(line)
     return 0
 
 
-def _stop(args: argparse.Namespace) -> int:
-    e = supervisor.stop_endpoint(args.name, home=args.home)
-    Console().print(f"{e.name} stopped")
+def _stop(args) -> int:
+    e = supervisor.stop_endpoint(args.name, home=args.home_root)
+    out().print(f"{e.name} stopped")
     return 0

@@ -1,56 +1,46 @@
-"""``mlops models list|show|approve|reject`` for the local registry (default) or SageMaker's (``--target aws``).
+"""``mlops models list|show|approve|reject``: the local registry (default) or SageMaker's (``--target aws``).
 
-``register(models_subparsers)`` adds the four commands under ``mlops models``; ``mlops.cli.run``
-calls it. Approving locally records the state change event and, when the deploy rule's pattern matches it,
-runs the local deploy with live progress (``--no-deploy`` skips it).
+Approving locally records the state change event and, when the deploy rule's pattern matches it, runs the
+project's deploy pipeline through the local executor with live progress (``--no-deploy`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from mlops.cli.console import escape, out, print_json, short_time
+from mlops.cli.invocation import Invocation, add_env, add_format, add_home
 from mlops.registry import STATUSES
 
 LOCAL, AWS = "local", "aws"
 
 
-def register(msub: argparse._SubParsersAction) -> None:
-    def add(
-        name: str, handler: Callable[[argparse.Namespace], int], help_text: str
-    ) -> argparse.ArgumentParser:
+def register(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="the model registry: local, or SageMaker's with --target aws")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[Invocation], int], help_text: str) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument(
-            "--target", choices=[LOCAL, AWS], default=LOCAL, help="registry: local (default) or aws"
-        )
-        p.add_argument(
-            "--env",
-            default=os.environ.get("MLOPS_ENV"),
-            help="config environment: region for --target aws, ports and smoke test for the local deploy "
-            "(default: $MLOPS_ENV, else 'local')",
-        )
-        p.add_argument("--home", type=Path, help="local home (default: $MLOPS_HOME or <repo>/.mlops)")
+        p.add_argument("--target", choices=[LOCAL, AWS], default=LOCAL, help="registry: local (default) or aws")
+        add_env(p)
+        add_home(p)
         p.set_defaults(func=handler)
         return p
 
     p = add("list", cmd_list, "model package versions and their approval status")
     p.add_argument("--group", help="only this model package group")
     p.add_argument("--status", choices=list(STATUSES), help="only this approval status")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    add_format(p)
 
     p = add("show", cmd_show, "one version: metrics, lineage, code bundles, audit trail, deployments")
     _version_args(p)
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    add_format(p)
 
     p = add("approve", cmd_approve, "approve a version (locally this starts the local deploy)")
     _version_args(p)
@@ -75,28 +65,18 @@ def _change_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", default=None, help="who decides (default: the current user)")
 
 
-# ------------------------------------------------------------------------------------------------ plumbing
-
-
-def _config(args: argparse.Namespace):
-    from mlops.config import load_config
-
-    return load_config(args.env or "local")
-
-
-def _registry(args: argparse.Namespace):
+def _registry(args: Invocation):
     if args.target == AWS:
         from mlops.aws.session import Aws
         from mlops.registry.aws import AwsRegistry
 
-        return AwsRegistry(Aws.from_config(_config(args)))
-    from mlops.local.state.home import Home
+        return AwsRegistry(Aws.from_config(args.config))
     from mlops.registry.local import LocalRegistry
 
-    return LocalRegistry(Home.open(args.home))
+    return LocalRegistry(args.local_home)
 
 
-def _actor(args: argparse.Namespace) -> str:
+def _actor(args: Invocation) -> str:
     if args.by:
         return args.by
     try:
@@ -105,59 +85,67 @@ def _actor(args: argparse.Namespace) -> str:
         return f"uid-{os.getuid()}"
 
 
-def _console() -> Console:
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(width=200, highlight=False)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _short(iso: Any) -> str:
-    return str(iso or "")[:19].replace("T", " ")
+def metrics_summary(metrics: dict[str, Any]) -> str:
+    """Flatten SageMaker's ``{"metric": {"value": v}}`` report shape into ``metric=v`` pairs."""
+    pairs = []
+    for entry in metrics.values():
+        content = entry.get("Content") if isinstance(entry, dict) else None
+        if not isinstance(content, dict):
+            continue
+        for section in content.values():
+            if isinstance(section, dict):
+                for name, val in section.items():
+                    value = val.get("value") if isinstance(val, dict) else val
+                    if isinstance(value, int | float):
+                        pairs.append(f"{name}={value:.4g}")
+    return ", ".join(pairs)
 
 
 # ------------------------------------------------------------------------------------------------ commands
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    if args.target == LOCAL:
-        from mlops.cli.run import cmd_models_list
-
-        return cmd_models_list(args)
+def cmd_list(args: Invocation) -> int:
     rows = _registry(args).list(group=args.group, status=args.status)
     if args.format == "json":
-        _print_json(rows)
+        print_json(rows)
         return 0
-    table = Table(title=f"SageMaker model registry ({_config(args).aws.region})", title_justify="left")
-    for col in ("group", "version", "status", "arn", "created"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["group_name"], str(r["version"]), r["approval_status"], r["arn"], _short(r["created_at"])
-        )
-    _console().print(table)
+    if args.target == LOCAL:
+        table = Table(title="local model registry", title_justify="left")
+        for col in ("group", "version", "status", "metrics", "model data", "execution", "created"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                r["group_name"], str(r["version"]), r["approval_status"], metrics_summary(r["metrics"] or {}),
+                r["model_data_url"] or "", r["execution_id"] or "", short_time(r["created_at"]),
+            )  # fmt: skip
+    else:
+        table = Table(title=f"SageMaker model registry ({args.config.aws.region})", title_justify="left")
+        for col in ("group", "version", "status", "arn", "created"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                r["group_name"], str(r["version"]), r["approval_status"], r["arn"], short_time(r["created_at"])
+            )
+    out().print(table)
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from mlops.cli.run import _metrics_summary
-
+def cmd_show(args: Invocation) -> int:
     doc = _registry(args).show(args.version, group=args.group)
     if args.format == "json":
-        _print_json(doc)
+        print_json(doc)
         return 0
-    console = _console()
+    console = out()
     lineage = doc.get("lineage") or {}
     console.print(
         f"[bold]{escape(doc['group_name'])}/{doc['version']}[/]  {doc['approval_status']}  "
-        f"created {_short(doc['created_at'])}\narn         {doc['arn']}\n"
+        f"created {short_time(doc['created_at'])}\narn         {doc['arn']}\n"
         f"model data  {doc.get('model_data_url') or ''}\n"
-        f"metrics     {_metrics_summary(doc.get('metrics') or {}) or '-'}\n"
+        f"metrics     {metrics_summary(doc.get('metrics') or {}) or '-'}\n"
         f"execution   {lineage.get('execution_id') or '-'}"
         + (f" ({lineage.get('pipeline_name')}, {lineage.get('execution_status')})" if lineage.get("pipeline_name") else "")
-        + f"\ninput data  {lineage.get('input_data_uri') or '-'}\ntest split  {lineage.get('test_data_uri') or '-'}",
+        + f"\ninput data  {lineage.get('input_data_uri') or '-'}"
+        + "".join(f"\n  {name:<20} {uri}" for name, uri in sorted((lineage.get("data_outputs") or {}).items())),
         soft_wrap=True,
     )  # fmt: skip
     bundles = lineage.get("code_bundles") or {}
@@ -172,7 +160,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for col in ("when", "who", "action", "from", "to", "reason"):
         table.add_column(col, overflow="fold")
     for a in doc.get("audit_trail") or []:
-        table.add_row(_short(a["at"]), escape(a["actor"] or ""), a["action"], a["from_status"] or "",
+        table.add_row(short_time(a["at"]), escape(a["actor"] or ""), a["action"], a["from_status"] or "",
                       a["to_status"] or "", escape(a["reason"] or ""))  # fmt: skip
     console.print(table)
     if args.target == LOCAL:
@@ -181,20 +169,20 @@ def cmd_show(args: argparse.Namespace) -> int:
             table.add_column(col, overflow="fold")
         for d in doc.get("deployments") or []:
             table.add_row(
-                d["id"], _short(d["started_at"]), d["target_stage"], d["status"], escape(d["reason"] or "")
+                d["id"], short_time(d["started_at"]), d["target_stage"], d["status"], escape(d["reason"] or "")
             )
         console.print(table)
     return 0
 
 
-def cmd_reject(args: argparse.Namespace) -> int:
+def cmd_reject(args: Invocation) -> int:
     change = _registry(args).reject(args.version, args.reason, actor=_actor(args), group=args.group)
-    _console().print(change.message if change.changed else f"[yellow]{escape(change.message)}[/]")
+    out().print(change.message if change.changed else f"[yellow]{escape(change.message)}[/]")
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    console = _console()
+def cmd_approve(args: Invocation) -> int:
+    console = out()
     registry = _registry(args)
     change = registry.approve(
         args.version, args.reason, actor=_actor(args), force=args.force, group=args.group
@@ -204,7 +192,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         return 0
     console.print(f"[green]{escape(change.message)}[/]")
     if args.target == AWS:
-        cfg = _config(args)
+        cfg = args.config
         console.print(
             f"SageMaker emits the state change event; the EventBridge rule starts {cfg.project.deploy_pipeline}"
         )
@@ -212,7 +200,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return _deploy_after_approval(args, registry, change, console)
 
 
-def _deploy_after_approval(args: argparse.Namespace, registry, change, console: Console) -> int:
+def _deploy_after_approval(args: Invocation, registry, change, console) -> int:
     from mlops.aws.events import approval_event_pattern, matches
     from mlops.local.approved_deploy import SUCCEEDED, deploy_model_package
 
@@ -222,7 +210,7 @@ def _deploy_after_approval(args: argparse.Namespace, registry, change, console: 
     if args.no_deploy:
         console.print("deploy skipped (--no-deploy)")
         return 0
-    cfg = _config(args)
+    cfg = args.config
     group = cfg.registry.model_package_group
     if not matches(approval_event_pattern(group), change.event):
         console.print(f"the deploy rule listens to group {group!r} only: nothing deployed")
@@ -235,14 +223,15 @@ def _deploy_after_approval(args: argparse.Namespace, registry, change, console: 
                 status.update(f"{step} …")
                 return
             colour = "green" if state == "Succeeded" else "red"
-            console.print(f"  {step}: [{colour}]{state}[/] {escape(message)}", soft_wrap=True)
+            console.print(f"  {step}: [{colour}]{state}[/] {escape(message)}")
 
         record = deploy_model_package(
-            change.package, home=registry.home, cfg=cfg, target_stage=args.stage, on_progress=progress
-        )
+            change.package, home=registry.home, project=args.project, cfg=cfg, target_stage=args.stage,
+            on_progress=progress,
+        )  # fmt: skip
     if record.status == SUCCEEDED:
         console.print(f"[green]deployment {record.id} Succeeded[/]: " + ", ".join(
             f"{name} {url}" for name, url in record.endpoints.items()))  # fmt: skip
         return 0
-    console.print(f"[red]deployment {record.id} {record.status}: {escape(record.reason)}[/]", soft_wrap=True)
+    console.print(f"[red]deployment {record.id} {record.status}: {escape(record.reason)}[/]")
     return 1

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from mlops.local.scheduler import Event, StepRecord
+from mlops.local.records import Event, StepRecord
 
 STYLE = {
     "Succeeded": "green",

@@ -92,6 +92,10 @@ class BundleRegistry:
         self.bundles[key] = bundle
         return bundle
 
+    def discard(self) -> None:
+        """Remove the staged files (after they were copied elsewhere, or on a failed compile)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
     def sorted(self) -> list[Bundle]:
         return sorted(self.bundles.values(), key=lambda b: (b.name, b.sha256))
 

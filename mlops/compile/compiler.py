@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.compile.bundles import Bundle, BundleRegistry, manifest_json, write_tarball
-from mlops.config import Config
 from mlops.errors import DefinitionError
+from mlops.project import TOOLKIT_ROOT, BuildInputs, Project
 
 log = logging.getLogger(__name__)
-
-BUILD = "model-build"
-DEPLOY = "model-deploy"
-
 
 @dataclass
 class Compiled:
@@ -31,7 +27,10 @@ class Compiled:
     pipeline_names: dict[str, str]  # "model-build" -> SageMaker pipeline name
     bundles: list[Bundle]
 
-    def definition(self, key: str = BUILD) -> dict:
+    def definition(self, key: str) -> dict:
+        if key not in self.definitions:
+            known = ", ".join(self.definitions)
+            raise DefinitionError(f"no pipeline {key!r} in this project (it declares: {known})")
         return json.loads(self.definitions[key])
 
 
@@ -39,47 +38,59 @@ def _canonical(definition: str) -> str:
     return json.dumps(json.loads(definition), indent=2, sort_keys=True) + "\n"
 
 
-def compile_pipelines(cfg: Config) -> Compiled:
+def compile_pipelines(project: Project, cfg) -> Compiled:
+    """Every pipeline the project declares, as the definition JSON CreatePipeline receives."""
     from mlops.compile.session import offline_session, prepare_sdk_environment
 
     prepare_sdk_environment(cfg.aws.region)
-    from pipelines.model_build import build_pipeline, parameters
-    from steps.context import StepContext
-
     bundles = BundleRegistry(cfg.aws.s3_root)
-    session = offline_session(cfg.aws.region, cfg.aws.bucket, bundles)
-    ctx = StepContext(cfg=cfg, session=session, bundles=bundles, parameters=parameters(cfg))
-    definitions, names = {}, {}
     try:
-        definitions[BUILD] = _canonical(build_pipeline(ctx).definition())
-        names[BUILD] = cfg.project.build_pipeline
-        deploy = _deploy_module()
-        if deploy is not None:
-            definitions[DEPLOY] = _canonical(deploy.build_pipeline(ctx).definition())
-            names[DEPLOY] = cfg.project.deploy_pipeline
-    except DefinitionError:
+        session = offline_session(cfg.aws.region, cfg.aws.bucket, bundles, root=project.root)
+        inputs = BuildInputs(cfg=cfg, session=session, bundles=bundles, root=project.root)
+        definitions, names = {}, {}
+        try:
+            pipelines = project.declaration.build_pipelines(inputs)
+            for key in project.pipeline_keys():
+                if key not in pipelines:
+                    raise DefinitionError(f"the project declares pipeline {key!r} but its builder returned none")
+            for key, pipeline in pipelines.items():
+                definitions[key] = _canonical(pipeline.definition())
+                names[key] = pipeline.name
+        except DefinitionError:
+            raise
+        except Exception as exc:  # the SDK raises bare ValueError/TypeError for bad step wiring
+            raise DefinitionError(
+                f"could not build the pipeline definition: {type(exc).__name__}: {exc}"
+            ) from exc
+        return Compiled(definitions, names, bundles.sorted())
+    except BaseException:
+        bundles.discard()
         raise
-    except Exception as exc:  # the SDK raises bare ValueError/TypeError for bad step wiring
-        raise DefinitionError(
-            f"could not build the pipeline definition: {type(exc).__name__}: {exc}"
-        ) from exc
-    return Compiled(definitions, names, bundles.sorted())
 
 
-def _source_digest(cfg: Config) -> str:
-    """What a compile depends on: the resolved config, the project's Python and step code, the SDK."""
+def _source_digest(project: Project, cfg) -> str:
+    """What a compile depends on: the resolved config, the project's files, the toolkit's code, the SDK."""
     from importlib.metadata import version
 
-    from mlops._root import PROJECT_ROOT
     from mlops.compile.bundles import IGNORED_DIRS
 
     h = hashlib.sha256(cfg.model_dump_json().encode())
     h.update(version("sagemaker").encode())
-    for top in ("mlops", "pipelines", "steps", "config"):
-        for path in sorted((PROJECT_ROOT / top).rglob("*")):
+    h.update(str(project.root).encode())  # bundles record paths relative to it
+    trees = [(TOOLKIT_ROOT, TOOLKIT_ROOT / "mlops")]
+    trees += [(project.root, p) for p in sorted(project.root.iterdir()) if _is_project_source(p)]
+    for base, top in trees:
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
             if path.is_file() and not IGNORED_DIRS.intersection(path.parts) and path.suffix != ".pyc":
-                h.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+                h.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
+
+
+def _is_project_source(path: Path) -> bool:
+    """The project's own files: top-level packages and config, not builds, homes or virtualenvs."""
+    if path.name.startswith(".") or path.name in ("build", "tests", "bench", "infra", "mlops"):
+        return False
+    return path.name == "config" or (path.is_dir() and (path / "__init__.py").is_file())
 
 
 def default_cache_root() -> Path:
@@ -90,10 +101,10 @@ def default_cache_root() -> Path:
     return Path(base) / "mlops" / "compile"
 
 
-def compile_cached(cfg: Config, cache_root: Path | None = None) -> Compiled:
+def compile_cached(project: Project, cfg, cache_root: Path | None = None) -> Compiled:
     """``compile_pipelines`` memoised on disk: an unchanged tree and config skip the SDK (seconds) entirely."""
     cache_root = Path(cache_root or default_cache_root())
-    entry = cache_root / _source_digest(cfg)
+    entry = cache_root / _source_digest(project, cfg)
     index = entry / "compiled.json"
     if index.is_file():
         data = json.loads(index.read_text())
@@ -103,7 +114,7 @@ def compile_cached(cfg: Config, cache_root: Path | None = None) -> Compiled:
         ]
         if all(b.source.is_dir() for b in bundles):
             return Compiled(data["definitions"], data["pipeline_names"], bundles)
-    compiled = compile_pipelines(cfg)
+    compiled = compile_pipelines(project, cfg)
     cache_root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=cache_root))
     for b in compiled.bundles:
@@ -121,15 +132,12 @@ def compile_cached(cfg: Config, cache_root: Path | None = None) -> Compiled:
         os.replace(stage, entry)
     except OSError:  # another run cached the same entry first
         shutil.rmtree(stage, ignore_errors=True)
-    return compiled
-
-
-def _deploy_module():
-    try:
-        from pipelines import model_deploy as deploy
-    except ImportError:
-        return None
-    return deploy
+    for staging in {b.source.parent.parent for b in compiled.bundles}:
+        shutil.rmtree(staging, ignore_errors=True)  # the cache entry holds the files now
+    bundles = [
+        Bundle(b.name, b.sha256, b.s3_uri, entry / "bundles" / b.name / b.sha256, b.files) for b in compiled.bundles
+    ]
+    return Compiled(compiled.definitions, compiled.pipeline_names, bundles)
 
 
 def write_outputs(compiled: Compiled, out_dir: Path) -> list[Path]:

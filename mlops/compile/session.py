@@ -68,11 +68,9 @@ def _refuse_network(request, **_):
     )
 
 
-def _relative_source_dir(directory: Path) -> None:
+def _relative_source_dir(directory: Path, root: Path) -> None:
     """ModelTrainer writes the absolute ``source_dir`` into sourcecode.json (its container drivers never
     read it); relative to the project, the bundle's hash no longer depends on where the checkout lives."""
-    from mlops._root import PROJECT_ROOT
-
     config = directory / "sourcecode.json"
     if not config.is_file():
         return
@@ -80,13 +78,13 @@ def _relative_source_dir(directory: Path) -> None:
     source = data.get("source_dir")
     if source and Path(source).is_absolute():
         try:
-            data["source_dir"] = str(Path(source).resolve().relative_to(PROJECT_ROOT.resolve()))
+            data["source_dir"] = str(Path(source).resolve().relative_to(root.resolve()))
         except ValueError:
             return
         config.write_text(json.dumps(data))
 
 
-def offline_session(region: str, bucket: str, bundles: BundleRegistry):
+def offline_session(region: str, bucket: str, bundles: BundleRegistry, *, root: Path):
     import boto3
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
@@ -108,7 +106,7 @@ def offline_session(region: str, bucket: str, bundles: BundleRegistry):
 
         def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
             # ModelTrainer names channels by the last key component: .../input/code, .../input/sm_drivers
-            _relative_source_dir(Path(path))
+            _relative_source_dir(Path(path), root)
             parts = PurePosixPath(key_prefix).parts
             name = f"{parts[0]}-{parts[-1]}" if len(parts) > 1 else (parts[0] if parts else "data")
             return bundles.add(name, path).s3_uri

@@ -9,9 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops.errors import DefinitionError, ParameterError
+from mlops.errors import DefinitionError
 
-PARAMETER_TYPES = ("String", "Integer", "Float", "Boolean")
 CONDITION_TYPES = (
     "Equals",
     "GreaterThan",
@@ -36,70 +35,6 @@ class Context:
     steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     read_json: Callable[[str], Any] | None = None  # s3 uri -> parsed JSON, for Std:JsonGet
     symbolic_execution: bool = False  # leave Execution.* as "{Execution.X}" (used for cache keys)
-
-
-# ------------------------------------------------------------------------------------------- parameters
-
-
-def _convert(name: str, ptype: str, raw: Any) -> Any:
-    if ptype == "String":
-        return str(raw)
-    text = str(raw).strip()
-    if ptype == "Boolean":
-        if isinstance(raw, bool):
-            return raw
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        raise ParameterError(f"parameter {name} is Boolean: expected true or false, got {raw!r}")
-    if ptype == "Integer":
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        raise ParameterError(f"parameter {name} is Integer: expected a whole number, got {raw!r}")
-    if ptype == "Float":
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(text)
-        except ValueError:
-            raise ParameterError(f"parameter {name} is Float: expected a number, got {raw!r}") from None
-    raise DefinitionError(
-        f"parameter {name} has unsupported Type {ptype!r} (expected one of {PARAMETER_TYPES})"
-    )
-
-
-def parameter_values(definition: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults from the definition with ``overrides`` applied, each converted to its declared Type."""
-    declared = {p.get("Name"): p for p in definition.get("Parameters") or []}
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        known = ", ".join(sorted(declared)) or "none"
-        raise ParameterError(f"unknown parameter {unknown[0]} (the definition declares: {known})")
-    values: dict[str, Any] = {}
-    for name, spec in declared.items():
-        ptype = spec.get("Type", "String")
-        if name in overrides:
-            values[name] = _convert(name, ptype, overrides[name])
-        elif "DefaultValue" in spec:
-            values[name] = _convert(name, ptype, spec["DefaultValue"])
-        else:
-            raise ParameterError(f"parameter {name} ({ptype}) has no default: pass --param {name}=VALUE")
-        allowed = spec.get("EnumValues")
-        if allowed and values[name] not in allowed:
-            raise ParameterError(f"parameter {name} must be one of {allowed}, got {values[name]!r}")
-    return values
-
-
-def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
-    """``["K=V", ...]`` from the command line into a dict; a pair without ``=`` is a one-line error."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise ParameterError(f"--param expects NAME=VALUE, got {pair!r}")
-        out[name.strip()] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------- property paths
@@ -296,10 +231,6 @@ def evaluate(condition: Any, ctx: Context) -> bool:
 def _equal(a: Any, b: Any) -> bool:
     a, b = _comparable(a, b)
     return a == b
-
-
-def condition_references(conditions: list[Any]) -> set[str]:
-    return references(conditions)
 
 
 def dumps_canonical(value: Any) -> str:

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlops.definition.model import dependencies, topological_order
+from mlops.definition.model import parse
 from mlops.errors import MlopsError
 
 SHAPES = {
@@ -23,16 +23,15 @@ def _id(name: str) -> str:
 
 
 def _edges(definition: dict) -> tuple[list[str], dict, list[tuple[str, str, str]]]:
-    steps = dependencies(definition)
-    order = topological_order(steps)
+    model = parse(definition)
+    steps, order = model.steps, model.order
     edges = []
     for name in order:
         info = steps[name]
-        for dep in sorted(info.depends_on):
+        for dep in sorted(info.deps):
             label = ""
             if info.parent == dep:
-                branch = steps[dep].raw["Arguments"]
-                label = "true" if any(s["Name"] == name for s in branch.get("IfSteps", [])) else "false"
+                label = "true" if info.branch[1] else "false"
             edges.append((dep, name, label))
     return order, steps, edges
 

@@ -1,14 +1,21 @@
-"""Read a pipeline definition JSON: flatten steps, find references, derive the DAG. No SDK needed."""
+"""One model of a pipeline definition JSON, parsed once: steps (condition branches flattened), their
+dependencies (``DependsOn``, property references, branch membership) and a topological order.
+
+validate, graph, diff and the local scheduler all read the definition through ``parse``, so they agree on
+what is a step, what depends on what, which names clash and where a cycle runs.
+"""
 
 from __future__ import annotations
 
+import graphlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlops.errors import DefinitionError
 
-EXPRESSION_KEYS = ("Get", "Std:Join", "Std:JsonGet")
+STEP_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
 STEP_REF = re.compile(r"^Steps\.([^.\[]+)(.*)$")
 EXECUTION_VARIABLES = {
     "PipelineExecutionId",
@@ -19,25 +26,52 @@ EXECUTION_VARIABLES = {
     "CurrentDateTime",
     "PipelineExecutionStartTime",
 }
+BRANCHES = (("IfSteps", True), ("ElseSteps", False))
 
 
 @dataclass
-class StepInfo:
+class Step:
     name: str
     type: str
-    raw: dict
-    parent: str | None = None  # the Condition step whose branch holds this step
-    depends_on: set[str] = field(default_factory=set)
+    spec: dict[str, Any]  # the step's JSON object as it appears in the definition
+    branch: tuple[str, bool] | None = None  # (condition step, True for IfSteps) when inside a branch
+    deps: set[str] = field(default_factory=set)
+
+    @property
+    def parent(self) -> str | None:
+        return self.branch[0] if self.branch else None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        args = self.spec.get("Arguments")
+        return args if isinstance(args, dict) else {}
+
+    def own_values(self) -> dict[str, Any]:
+        """The step's own fields, without the nested branch steps of a Condition."""
+        raw = dict(self.spec)
+        if self.type == "Condition":
+            raw["Arguments"] = {k: v for k, v in self.arguments.items() if k not in ("IfSteps", "ElseSteps")}
+        return raw
 
 
-def is_expression(value) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in EXPRESSION_KEYS
+@dataclass
+class Definition:
+    raw: Mapping[str, Any]
+    steps: dict[str, Step]  # in topological order
+    parameters: list[dict[str, Any]]
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.steps)
+
+    def children(self, condition: str, taken: bool) -> list[str]:
+        return [s.name for s in self.steps.values() if s.branch == (condition, taken)]
 
 
-def iter_gets(value) -> Iterator[str]:
+def iter_gets(value: Any) -> Iterator[str]:
     """Every ``Get`` path inside a value (arguments, conditions, messages)."""
-    if isinstance(value, dict):
-        if "Get" in value and isinstance(value["Get"], str):
+    if isinstance(value, Mapping):
+        if isinstance(value.get("Get"), str):
             yield value["Get"]
         for v in value.values():
             yield from iter_gets(v)
@@ -46,78 +80,84 @@ def iter_gets(value) -> Iterator[str]:
             yield from iter_gets(v)
 
 
-def flatten(definition: dict) -> dict[str, StepInfo]:
-    """All steps, including those nested in Condition branches; names must be unique."""
-    steps: dict[str, StepInfo] = {}
+def parse(definition: Any) -> Definition:
+    """Flatten, link and order the steps; a DefinitionError names the step before anything runs.
 
-    def visit(raw: dict, parent: str | None):
-        name = raw.get("Name")
-        if not name or "Type" not in raw:
-            raise DefinitionError(f"step {raw.get('Name', '?')!r}: every step needs a Name and a Type")
+    Rules: every step is an object with a valid Name and a Type; a name appears once (the same object
+    listed twice counts once, two different steps with one name are refused); every DependsOn and property
+    reference names a known step; no step depends on itself; no cycle (the error shows its path).
+    """
+    if not isinstance(definition, Mapping) or not isinstance(definition.get("Steps"), list):
+        raise DefinitionError("not a pipeline definition: expected a JSON object with a Steps list")
+    params = definition.get("Parameters") or []
+    if not isinstance(params, list):
+        raise DefinitionError("Parameters must be a list of objects, each with a Name")
+    steps: dict[str, Step] = {}
+
+    def add(spec: Any, branch: tuple[str, bool] | None) -> None:
+        if not isinstance(spec, Mapping):
+            raise DefinitionError(f"a step must be a JSON object, got {str(spec)[:60]!r}")
+        name, kind = spec.get("Name"), spec.get("Type")
+        if not isinstance(name, str) or not STEP_NAME.match(name):
+            raise DefinitionError(f"invalid step Name {str(name)[:80]!r} (letters, digits, - and _)")
+        if not isinstance(kind, str) or not kind:
+            raise DefinitionError(f"step {name!r}: every step needs a Type")
         if name in steps:
-            raise DefinitionError(f"step {name!r}: duplicate step name")
-        steps[name] = StepInfo(name, raw["Type"], raw, parent)
-        if raw["Type"] == "Condition":
-            args = raw.get("Arguments", {})
-            for branch in ("IfSteps", "ElseSteps"):
-                for child in args.get(branch, []):
-                    visit(child, name)
+            if steps[name].spec == spec:
+                return
+            raise DefinitionError(f"step {name!r}: two different steps have this name")
+        steps[name] = Step(name, kind, dict(spec), branch)
+        if kind == "Condition":
+            args = spec.get("Arguments") or {}
+            if not isinstance(args, Mapping):
+                raise DefinitionError(f"step {name!r}: Arguments must be an object")
+            for key, taken in BRANCHES:
+                children = args.get(key) or []
+                if not isinstance(children, list):
+                    raise DefinitionError(f"step {name!r}: {key} must be a list of steps")
+                for child in children:
+                    add(child, (name, taken))
 
-    for raw in definition.get("Steps", []):
-        visit(raw, None)
-    return steps
+    for spec in definition["Steps"]:
+        add(spec, None)
 
-
-def own_values(info: StepInfo) -> dict:
-    """A step's own fields, without the nested branch steps of a Condition."""
-    raw = dict(info.raw)
-    if info.type == "Condition":
-        args = {k: v for k, v in raw.get("Arguments", {}).items() if k not in ("IfSteps", "ElseSteps")}
-        raw["Arguments"] = args
-    return raw
-
-
-def dependencies(definition: dict) -> dict[str, StepInfo]:
-    """Steps with their upstream step names (DependsOn, property references, branch membership)."""
-    steps = flatten(definition)
-    for info in steps.values():
-        for dep in info.raw.get("DependsOn", []) or []:
+    for step in steps.values():
+        depends_on = step.spec.get("DependsOn") or []
+        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+            raise DefinitionError(f"step {step.name!r}: DependsOn must be a list of step names")
+        for dep in depends_on:
             if dep not in steps:
-                raise DefinitionError(f"step {info.name!r}: DependsOn names unknown step {dep!r}")
-            info.depends_on.add(dep)
-        for path in iter_gets(own_values(info)):
+                raise DefinitionError(f"step {step.name!r}: DependsOn names unknown step {dep!r}")
+            step.deps.add(dep)
+        values = step.own_values()
+        for path in sorted(set(iter_gets([values.get("Arguments"), step.spec.get("PropertyFiles") or []]))):
             m = STEP_REF.match(path)
-            if m:
-                if m.group(1) not in steps:
-                    raise DefinitionError(
-                        f"step {info.name!r}: reference {path!r} names unknown step {m.group(1)!r}"
-                    )
-                info.depends_on.add(m.group(1))
-        if info.parent:
-            info.depends_on.add(info.parent)
-    info_self = [i.name for i in steps.values() if i.name in i.depends_on]
-    if info_self:
-        raise DefinitionError(f"step {info_self[0]!r}: depends on itself")
-    return steps
+            if not m:
+                continue
+            if m.group(1) not in steps:
+                raise DefinitionError(
+                    f"step {step.name!r}: reference {path!r} names unknown step {m.group(1)!r}"
+                )
+            step.deps.add(m.group(1))
+        if step.branch:
+            step.deps.add(step.branch[0])
+        if step.name in step.deps:
+            raise DefinitionError(f"step {step.name!r}: depends on itself")
+    order = _order(steps)
+    return Definition(definition, {n: steps[n] for n in order}, list(params))
 
 
-def topological_order(steps: dict[str, StepInfo]) -> list[str]:
-    """Kahn's algorithm; a cycle is an error naming the steps on it."""
-    indegree = {n: len(i.depends_on) for n, i in steps.items()}
-    children: dict[str, list[str]] = {n: [] for n in steps}
-    for n, i in steps.items():
-        for d in i.depends_on:
-            children[d].append(n)
-    ready = sorted(n for n, d in indegree.items() if d == 0)
-    order = []
-    while ready:
-        n = ready.pop(0)
-        order.append(n)
-        for c in sorted(children[n]):
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                ready.append(c)
-    if len(order) != len(steps):
-        cyclic = sorted(set(steps) - set(order))
-        raise DefinitionError(f"the pipeline has a cycle through steps: {', '.join(cyclic)}")
+def _order(steps: dict[str, Step]) -> list[str]:
+    """graphlib's order, each ready set sorted by name so the order never depends on the JSON's layout."""
+    sorter = graphlib.TopologicalSorter({name: sorted(step.deps) for name, step in steps.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as err:
+        cycle = list(reversed(err.args[1]))
+        raise DefinitionError(f"the steps form a cycle: {' -> '.join(cycle)}") from None
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
     return order

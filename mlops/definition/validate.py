@@ -10,16 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mlops.definition.model import (
-    EXECUTION_VARIABLES,
-    STEP_REF,
-    StepInfo,
-    dependencies,
-    is_expression,
-    iter_gets,
-    own_values,
-    topological_order,
-)
+from mlops.botocore_check import problems, service_model
+from mlops.definition.expressions import is_expression
+from mlops.definition.model import EXECUTION_VARIABLES, STEP_REF, Step, iter_gets, parse
 from mlops.errors import DefinitionError
 
 # Step type -> (create operation, name member the pipeline fills in at run time, describe operation).
@@ -51,9 +44,7 @@ class Finding:
 
 
 def _service_model():
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model("sagemaker")
+    return service_model("sagemaker")
 
 
 def _placeholder(shape):
@@ -95,16 +86,11 @@ def _substitute(value, shape):
 
 def validate_request(operation: str, request: dict, name_member: str | None = None) -> list[str]:
     """botocore's own validation of one request; returns readable problems (empty when valid)."""
-    from botocore.validate import ParamValidator
-
     model = _service_model().operation_model(operation)
     params = _substitute(dict(request), model.input_shape)
     if name_member and name_member not in params:
         params[name_member] = "pipeline-supplied-name"
-    report = ParamValidator().validate(params, model.input_shape)
-    if not report.has_errors():
-        return []
-    return [line.strip() for line in report.generate_report().splitlines() if line.strip()]
+    return problems("sagemaker", operation, params)
 
 
 def _walk_property(path: str, shape) -> str | None:
@@ -130,7 +116,7 @@ def _walk_property(path: str, shape) -> str | None:
     return None
 
 
-def _check_reference(path: str, info: StepInfo, steps: dict[str, StepInfo], params: set[str]) -> str | None:
+def _check_reference(path: str, info: Step, steps: dict[str, Step], params: set[str]) -> str | None:
     if path.startswith("Parameters."):
         name = path.split(".", 1)[1]
         return None if name in params else f"reference {path!r}: no parameter {name!r}"
@@ -142,7 +128,7 @@ def _check_reference(path: str, info: StepInfo, steps: dict[str, StepInfo], para
         return f"reference {path!r}: must start with Parameters., Execution. or Steps."
     target, rest = steps[m.group(1)], m.group(2)
     if rest.startswith(".PropertyFiles."):
-        declared = {p.get("PropertyFileName") for p in target.raw.get("PropertyFiles", [])}
+        declared = {p.get("PropertyFileName") for p in (target.spec.get("PropertyFiles") or [])}
         name = rest.split(".", 2)[2]
         return (
             None
@@ -162,14 +148,14 @@ def validate_definition(definition: dict) -> list[Finding]:
     """Every problem found; an empty list means the definition is valid."""
     findings: list[Finding] = []
     try:
-        steps = dependencies(definition)
-        topological_order(steps)
+        model = parse(definition)
     except DefinitionError as exc:
         return [Finding("", str(exc))]
-    params = {p["Name"] for p in definition.get("Parameters", [])}
+    steps = model.steps
+    params = {p.get("Name") for p in model.parameters if isinstance(p, dict)}
     used: set[str] = set()
     for info in steps.values():
-        for path in iter_gets(own_values(info)):
+        for path in iter_gets(info.own_values()):
             if path.startswith("Parameters."):
                 used.add(path.split(".", 1)[1])
             problem = _check_reference(path, info, steps, params)
@@ -181,7 +167,7 @@ def validate_definition(definition: dict) -> list[Finding]:
             findings.append(Finding(info.name, f"step type {info.type!r} is not checked against botocore"))
             continue
         operation, name_member, _ = OPERATIONS[info.type]
-        for problem in validate_request(operation, info.raw.get("Arguments", {}), name_member):
+        for problem in validate_request(operation, info.arguments, name_member):
             findings.append(Finding(info.name, f"{operation}: {problem}"))
     for unused in sorted(params - used):
         findings.append(Finding("", f"parameter {unused!r} is declared but never used"))

@@ -1,10 +1,9 @@
-"""What approval starts locally: the compiled model-deploy definition, run by the local executor.
+"""What approval starts locally: the project's compiled deploy pipeline, run by the local executor.
 
-CreateModel from the package -> staging endpoint -> SmokeTest job -> production (alarms, blue/green
-endpoint, autoscaling), exactly the DAG SageMaker runs. Locally every endpoint update is also gated: the
-new version answers the smoke test (test split of the execution that produced the package) before it
-takes traffic, so a failing version changes nothing that serves and the deployment is ``RolledBack`` with
-the reason. Every deployment is recorded in the home with its execution.
+Exactly the DAG SageMaker runs (e.g. model -> staging endpoint -> smoke test -> production). Locally every
+endpoint update can also be gated: the project's ``plan_deploy`` returns a gate that each new endpoint
+version must pass before it takes traffic, so a failing version changes nothing that serves and the
+deployment is ``RolledBack`` with the reason. Every deployment is recorded in the home with its execution.
 """
 
 from __future__ import annotations
@@ -16,16 +15,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlops.errors import MlopsError
-from mlops.local.s3store import S3Store, S3StoreError
+from mlops.local.s3store import S3Store
 from mlops.local.state.home import Home, now
-from mlops.registry.local import test_split_uri
-from mlops.serving import supervisor
-from steps.smoke_test.code.smoke_test import SmokeTestFailed, load_samples, run_smoke_test
+from mlops.project import DeployPlan, DeployRequest, Project
 
 log = logging.getLogger(__name__)
 
 SUCCEEDED, ROLLED_BACK, FAILED = "Succeeded", "RolledBack", "Failed"
 STAGES = ("staging", "production")
+PLAN_STEP = "PlanDeploy"  # the project's plan_deploy (e.g. loading smoke-test samples)
 
 # on_progress(step, status, message): status is Executing, Succeeded, Failed or Skipped
 Progress = Callable[[str, str, str], None]
@@ -59,95 +57,98 @@ class DeployRecord:
         return asdict(self)
 
 
-def endpoint_name(cfg, stage: str) -> str:
-    """The same names the compiled model-deploy pipeline gives its endpoints."""
-    return f"{cfg.project.name}-{stage}"
-
-
 def deploy_model_package(
     package: dict[str, Any],
     *,
     home: Home,
+    project: Project,
     cfg,
     target_stage: str = "production",
     on_progress: Progress | None = None,
 ) -> DeployRecord:
-    """Deploy a registry row (``Home.model_packages()``) to the local staging and production endpoints."""
+    """Deploy a registry row (``Home.registry.list()``) to the local staging and production endpoints."""
     if target_stage not in STAGES:
         raise DeployError(f"target stage {target_stage!r}: use one of {', '.join(STAGES)}")
     record = DeployRecord(uuid.uuid4().hex[:12], package["arn"], FAILED, "")
-    home.start_deployment(record.id, record.package_arn, target_stage)
+    home.deployments.start(record.id, record.package_arn, target_stage)
     try:
-        return _deploy(record, package, home, cfg, target_stage, on_progress)
+        return _deploy(record, package, home, project, cfg, target_stage, on_progress)
     except BaseException as err:  # never leave a deployment InProgress (Ctrl-C, a bug)
-        home.update_deployment(
+        home.deployments.update(
             record.id, status=FAILED, reason=f"{type(err).__name__}: {err}", ended_at=now()
         )
         raise
 
 
+class GateRefused(MlopsError):
+    """A new endpoint version did not pass the project's gate; the serving version stays."""
+
+
 def _deploy(
-    record: DeployRecord, package: dict[str, Any], home: Home, cfg, target_stage: str, on_progress
-) -> DeployRecord:
-    from mlops.compile.compiler import DEPLOY, compile_cached
+    record: DeployRecord, package: dict[str, Any], home: Home, project: Project, cfg, target_stage: str,
+    on_progress,
+) -> DeployRecord:  # fmt: skip
+    from mlops.compile.compiler import compile_cached
+    from mlops.local.options import RunOptions
     from mlops.local.scheduler import run_definition
 
     notify = on_progress or (lambda step, status, message: None)
+    declaration = project.declaration
 
     def finish(status: str, reason: str) -> DeployRecord:
         record.status, record.reason = status, reason
-        home.update_deployment(
+        home.deployments.update(
             record.id, status=status, reason=reason, ended_at=now(), endpoints=record.endpoints,
             steps=[asdict(s) for s in record.steps],
         )  # fmt: skip
         log.info("deployment %s of %s: %s %s", record.id, record.package_arn, status, reason)
         return record
 
+    if not declaration.deploy_pipeline:
+        raise DeployError("the project declares no deploy pipeline (Declaration.deploy_pipeline)")
     store = S3Store(home.s3_root)
-    uri = samples_uri(package, home, cfg)
-    notify("SmokeTestSamples", "Executing", "")
-    try:
-        samples = load_samples(str(store.path(uri)), cfg.endpoints.smoke_test.samples)
-    except (S3StoreError, SmokeTestFailed, OSError) as err:
-        record.steps.append(DeployStep("SmokeTestSamples", FAILED, str(err), now()))
-        notify("SmokeTestSamples", FAILED, str(err))
-        return finish(FAILED, f"SmokeTestSamples: smoke-test samples {uri}: {err}")
-    notify("SmokeTestSamples", SUCCEEDED, f"{len(samples[0])} rows from {uri}")
+    plan = DeployPlan()
+    if declaration.plan_deploy:
+        notify(PLAN_STEP, "Executing", "")
+        try:
+            plan = declaration.plan_deploy(DeployRequest(cfg, package, target_stage, home, store))
+        except MlopsError as err:
+            record.steps.append(DeployStep(PLAN_STEP, FAILED, str(err), now()))
+            notify(PLAN_STEP, FAILED, str(err))
+            return finish(FAILED, f"{PLAN_STEP}: {err}")
+        notify(PLAN_STEP, SUCCEEDED, ", ".join(f"{k}={v}" for k, v in sorted(plan.parameters.items())))
 
-    compiled = compile_cached(cfg)
+    compiled = compile_cached(project, cfg)
     for bundle in compiled.bundles:
         store.put_tree(bundle.s3_uri, bundle.source)
 
     reports: dict[str, dict[str, Any]] = {}
 
     def gate(endpoint: str, url: str) -> None:
-        """Each new endpoint version answers the smoke test before it takes any traffic."""
-        report = smoke_test(url, samples, cfg)
-        reports[endpoint] = report
-        if not report["passed"]:
-            raise SmokeTestFailed(report["reason"].removeprefix("smoke test failed: "))
+        result = plan.gate(endpoint, url)
+        if result.report is not None:
+            reports[endpoint] = result.report
+        if not result.passed:
+            raise GateRefused(result.reason or "the deploy gate refused this version")
 
     def on_event(event) -> None:
         if event.kind in ("step-started", "step-finished") and event.step:
-            notify(event.step, event.status or "", event.message or "")
+            notify(event.step, str(event.status or ""), event.message or "")
 
-    execution = run_definition(
-        compiled.definition(DEPLOY),
-        home=home.root,
-        params={"ModelPackageArn": package["arn"], "TargetStage": target_stage, "SmokeTestDataUri": uri},
-        endpoint_ports={
-            endpoint_name(cfg, stage): getattr(cfg.endpoints, stage).local_port for stage in STAGES
-        },
-        endpoint_gate=gate,
-        on_event=on_event,
-        pipeline_name=compiled.pipeline_names[DEPLOY],
+    key = declaration.deploy_pipeline
+    options = RunOptions(
+        params={"ModelPackageArn": package["arn"], **plan.parameters},
+        endpoint_ports=declaration.endpoint_ports(cfg),
+        endpoint_gate=gate if plan.gate else None,
+        pipeline_name=compiled.pipeline_names[key],
         max_parallel=cfg.local.max_parallel_steps,
     )
+    execution = run_definition(compiled.definition(key), home=home, options=options, on_event=on_event)
     record.execution_id = execution.id
     for step in execution.steps.values():
         endpoint = (step.properties or {}).get("EndpointName")
         record.steps.append(
-            DeployStep(step.name, step.status, (step.failure_reason or "").strip(), step.started_at or "",
+            DeployStep(step.name, str(step.status), (step.failure_reason or "").strip(), step.started_at or "",
                        step.duration_s or 0.0, reports.get(endpoint) if endpoint else None)
         )  # fmt: skip
         if step.status == SUCCEEDED and endpoint:
@@ -156,33 +157,7 @@ def _deploy(
         version = f"{package['group_name']}/{package['version']}"
         return finish(SUCCEEDED, f"{version} serves on {', '.join(record.endpoints)}")
     failed = next((s for s in execution.steps.values() if s.status == FAILED), None)
-    reason = (execution.failure_reason or execution.status).strip().splitlines()[-1]
+    reason = (execution.failure_reason or str(execution.status)).strip().splitlines()[-1]
     if failed is not None and failed.type == "Endpoint" and "RolledBack" in (failed.failure_reason or ""):
         return finish(ROLLED_BACK, reason)
     return finish(FAILED, reason)
-
-
-def smoke_test(url: str, samples: tuple[list, list], cfg) -> dict[str, Any]:
-    """``run_smoke_test`` (the SmokeTest step's own checks) against a local endpoint URL."""
-    settings = cfg.endpoints.smoke_test
-
-    def invoke(body: bytes, content_type: str) -> tuple[int, bytes]:
-        result = supervisor.post(url, body, content_type)
-        return result.status, result.body
-
-    rows, labels = samples
-    return run_smoke_test(invoke, rows, labels, settings.min_accuracy, settings.max_p95_latency_ms)
-
-
-def samples_uri(package: dict[str, Any], home: Home, cfg) -> str:
-    """The test split the producing execution wrote; else its input data; else the configured input."""
-    execution_id = package.get("execution_id")
-    if execution_id:
-        uri = test_split_uri(home, execution_id)
-        if uri and S3Store(home.s3_root).list(uri.rstrip("/") + "/"):
-            return uri
-        execution = home.execution(execution_id)
-        uri = ((execution or {}).get("parameters") or {}).get("InputDataUri")
-        if uri:
-            return uri
-    return cfg.data.input_uri

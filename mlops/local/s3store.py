@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mlops import s3uri
 from mlops.errors import MlopsError
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,10 @@ class S3StoreError(MlopsError):
 
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> ``("bucket", "a/b")``; raises on anything that is not an S3 URI."""
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise S3StoreError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or bucket.startswith(".") or "/" in bucket:
-        raise S3StoreError(f"S3 URI {uri!r} has no valid bucket name")
+    try:
+        bucket, key = s3uri.split(uri)
+    except s3uri.S3UriError as err:
+        raise S3StoreError(str(err)) from None
     if any(part in ("..", ".") for part in key.split("/")):
         raise S3StoreError(f"S3 URI {uri!r} has a '.' or '..' path segment, which the local store refuses")
     return bucket, key

@@ -13,9 +13,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from botocore.validate import ParamValidator
-
 from mlops.aws.session import Aws, aws_call
+from mlops.botocore_check import problems
 from mlops.registry import (
     ApprovalError,
     StatusChanges,
@@ -35,11 +34,9 @@ class RequestInvalid(ApprovalError):
 
 def validate_request(client, operation: str, params: dict[str, Any]) -> dict[str, Any]:
     """Check ``params`` against the service model's input shape of ``operation``; returns them unchanged."""
-    shape = client.meta.service_model.operation_model(operation).input_shape
-    report = ParamValidator().validate(params, shape)
-    if report.has_errors():
-        problems = " ".join(report.generate_report().split())
-        raise RequestInvalid(f"{operation} request is invalid: {problems}")
+    found = problems(client.meta.service_model.service_name, operation, params)
+    if found:
+        raise RequestInvalid(f"{operation} request is invalid: {' '.join(' '.join(found).split())}")
     return params
 
 

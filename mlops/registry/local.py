@@ -66,13 +66,13 @@ class LocalRegistry(StatusChanges):
         self.home = home
 
     def list(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        return self.home.model_packages(group=group, status=status)
+        return self.home.registry.list(group=group, status=status)
 
     def get(self, ref: str, group: str | None = None) -> dict[str, Any]:
         name, version = parse_version(ref, group)
-        row = self.home.model_package(name, version)
+        row = self.home.registry.get(name, version)
         if row is None:
-            known = [f"{p['group_name']}/{p['version']}" for p in self.home.model_packages(group=name)]
+            known = [f"{p['group_name']}/{p['version']}" for p in self.home.registry.list(group=name)]
             hint = f" (known: {', '.join(known[-5:])})" if known else ""
             raise ApprovalError(f"model version {name}/{version}: not in the local registry{hint}")
         return row
@@ -81,20 +81,20 @@ class LocalRegistry(StatusChanges):
         """The package with its lineage (execution, input data, code bundles), audit trail and deployments."""
         row = self.get(ref, group)
         lineage: dict[str, Any] = {"execution_id": row.get("execution_id"), "input_data_uri": None,
-                                   "test_data_uri": None, "code_bundles": {}}  # fmt: skip
-        execution = self.home.execution(row["execution_id"]) if row.get("execution_id") else None
+                                   "data_outputs": {}, "code_bundles": {}}  # fmt: skip
+        execution = self.home.runs.get(row["execution_id"]) if row.get("execution_id") else None
         if execution:
             lineage["pipeline_name"] = execution["pipeline_name"]
             lineage["execution_status"] = execution["status"]
             lineage["parameters"] = execution["parameters"]
             lineage["input_data_uri"] = (execution["parameters"] or {}).get("InputDataUri")
             lineage["code_bundles"] = code_bundles(execution["definition"])
-            lineage["test_data_uri"] = test_split_uri(self.home, execution["id"])
+            lineage["data_outputs"] = data_outputs(self.home, execution["id"])
         return {
             **row,
             "lineage": lineage,
-            "audit_trail": self.home.audit_trail(row["group_name"], row["version"]),
-            "deployments": self.home.deployments(row["arn"]),
+            "audit_trail": self.home.registry.audit_trail(row["group_name"], row["version"]),
+            "deployments": self.home.deployments.list(row["arn"]),
         }
 
     def _change(
@@ -105,15 +105,15 @@ class LocalRegistry(StatusChanges):
         previous = row["approval_status"]
         verb = "approve" if target == APPROVED else "reject"
         if not check_transition(name, previous, target, reason, force):
-            self.home.add_audit(row, actor=actor, action=f"{verb} (no change)", reason=reason.strip())
+            self.home.registry.add_audit(row, actor=actor, action=f"{verb} (no change)", reason=reason.strip())
             return StatusChange(row, previous, target, False, f"{name} is already {target}; nothing to do")
         action = f"{verb} (forced)" if force and previous == REJECTED else verb
-        row = self.home.set_approval_status(
+        row = self.home.registry.set_approval_status(
             row["group_name"], row["version"], target, expected=previous, actor=actor, reason=reason.strip(),
             action=action,
         )  # fmt: skip
         event = state_change_event(row)
-        self.home.put_event(event)
+        self.home.events.publish(event)
         log.info("%s: %s -> %s by %s", name, previous, target, actor)
         return StatusChange(row, previous, target, True, f"{name}: {previous} -> {target}", event)
 
@@ -124,12 +124,13 @@ def code_bundles(definition: dict[str, Any] | str | None) -> dict[str, str]:
     return {m.group("name"): m.group("hash") for m in _BUNDLE.finditer(text)}
 
 
-def test_split_uri(home: Home, execution_id: str) -> str | None:
-    """The S3 URI of the test split that the execution's Preprocess step wrote, if it ran."""
-    for step in home.steps(execution_id):
-        props = step.get("properties") or {}
-        outputs = (props.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+def data_outputs(home: Home, execution_id: str) -> dict[str, str]:
+    """``{"Step.output": S3 URI}`` of every processing output the execution wrote (what its data lineage is)."""
+    found: dict[str, str] = {}
+    for step in home.runs.steps(execution_id):
+        outputs = ((step.get("properties") or {}).get("ProcessingOutputConfig") or {}).get("Outputs") or []
         for out in outputs:
-            if out.get("OutputName") == "test" and (out.get("S3Output") or {}).get("S3Uri"):
-                return out["S3Output"]["S3Uri"]
-    return None
+            uri = (out.get("S3Output") or {}).get("S3Uri")
+            if uri and out.get("OutputName"):
+                found[f"{step['name']}.{out['OutputName']}"] = uri
+    return found

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops._root import PROJECT_ROOT
 from mlops.errors import MlopsError
+from mlops.project import TOOLKIT_ROOT
 from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
 
 log = logging.getLogger(__name__)
@@ -134,15 +134,19 @@ class InvocationResult:
 # ---- paths and state -----------------------------------------------------------------------------------
 
 
-def mlops_home(home: str | os.PathLike | None = None) -> Path:
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("MLOPS_HOME") or PROJECT_ROOT / ".mlops")
+def mlops_home(home: str | os.PathLike | None) -> Path:
+    if home is None:
+        raise EndpointError("no local home given for the endpoints")
+    return Path(home)
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 63:
+        raise EndpointError(f"endpoint name {name!r}: use 1-63 letters, digits, '-' or '_'")
 
 
 def _endpoint_dir(name: str, home) -> Path:
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 63:
-        raise EndpointError(f"endpoint name {name!r}: use 1-63 letters, digits, '-' or '_'")
+    _check_name(name)
     return mlops_home(home) / "endpoints" / name
 
 
@@ -239,7 +243,7 @@ def _port_in_use(port: int) -> bool:
 
 def _spawn(args: list[str], log_path: Path, cwd: Path, extra_env: dict[str, str]) -> ProcessRef:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TOOLKIT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(extra_env)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
@@ -339,7 +343,7 @@ def _wait_ready(
 
 def _check_request(name: str, model_dir: Path, workers: int) -> None:
     """Bad arguments fail before anything is recorded or started."""
-    _endpoint_dir(name, None)
+    _check_name(name)
     script = model_dir / "code" / "inference.py"
     if not script.is_file():
         raise EndpointError(f"endpoint {name!r}: {script} is missing (model dir needs code/inference.py)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import types
 
-from mlops.config import Endpoint
+from steps.config import Endpoint
 from steps.context import StepContext
 
 MODEL = "CreateModel"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops._root import PROJECT_ROOT
 from steps.context import PROCESSING_ROOT, StepContext, code_input, processing_input, processing_output
 from steps.preprocess.step import SPLITS, split_uri
 
@@ -15,7 +14,7 @@ def build(ctx: StepContext, preprocess):
     from sagemaker.mlops.workflow.steps import ProcessingStep
 
     settings = ctx.cfg.steps.validate_data
-    suite = PROJECT_ROOT / ctx.cfg.data.expectation_suite
+    suite = ctx.root / ctx.cfg.data.expectation_suite
     suite_bundle = ctx.bundles.add("expectations", suite)
     processor = ctx.processor(settings, settings.image, "validate.py", "validate-data")
     args = processor.run(

@@ -11,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from mlops._root import PROJECT_ROOT
+from tests.project import ROOT as PROJECT_ROOT
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account, the documentation example id
@@ -76,7 +76,7 @@ def ci_config_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cfg(ci_config_dir):
-    from mlops.config import load_config
+    from tests.project import load_config
 
     return load_config("ci", directory=ci_config_dir, environ={})
 

@@ -83,7 +83,7 @@ def test_start_status_and_wait(account, cfg, capsys):
             2,
             "--param Nope: pipeline digits-model-build has no such parameter",
         ),
-        (["start", "--env", "ci", "--param", "novalue"], 2, "expected KEY=VALUE"),
+        (["start", "--env", "ci", "--param", "novalue"], 2, "expects NAME=VALUE"),
         (["status", "arn:aws:s3:::bucket"], 2, "not a pipeline execution ARN"),
         (
             ["start", "--env", "ci", "--pipeline", "model-deploy"],

@@ -11,6 +11,7 @@ from mlops.aws import events
 from mlops.aws import pipelines_api as api
 from mlops.cli.main import main
 from mlops.compile.compiler import compile_pipelines
+from tests.project import PROJECT
 
 pytestmark = pytest.mark.slow  # each compile runs the SageMaker SDK for ~10 s
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow  # each compile runs the SageMaker SDK for ~10 s
 def test_compiled_pipelines_upsert_then_the_cli_finds_nothing_to_do_until_config_changes(
     account, cfg, capsys, monkeypatch
 ):
-    compiled = compile_pipelines(cfg)
+    compiled = compile_pipelines(PROJECT, cfg)
     uploads, results = api.upsert(
         account, cfg, compiled.definitions, compiled.pipeline_names, compiled.bundles
     )

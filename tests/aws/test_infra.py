@@ -15,15 +15,17 @@ import pytest
 from botocore.validate import ParamValidator
 
 from mlops.aws import events, infra
-from mlops.config import load_config
 from mlops.errors import ConfigError
+from tests.project import ROOT as PROJECT_ROOT
+from tests.project import load_config
 
 from .conftest import ACCOUNT, REGION, ROOT
 
 REPO = "https://github.com/example/digits.git"
 # moto's CloudFormation skips resource types it does not model (CodeBuild, Scheduler, policies) with a warning.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
-TEMPLATE = infra.load_template()
+TEMPLATE_PATH = infra.template_path(PROJECT_ROOT)
+TEMPLATE = infra.load_template(TEMPLATE_PATH)
 
 
 def _valid(service: str, operation: str, request: dict) -> None:
@@ -189,7 +191,7 @@ def test_schedule_exists_with_our_cron_and_target(moto, ci_config_dir, window, e
 def test_bootstrap_deploys_the_stack_and_a_second_run_changes_nothing(aws, cfg):
     params = infra.render_parameters(cfg, repo_url=REPO)
     seen = []
-    result = infra.bootstrap(aws, cfg, params, on_event=seen.append, poll_s=0.05)
+    result = infra.bootstrap(aws, cfg, params, TEMPLATE_PATH, on_event=seen.append, poll_s=0.05)
     assert (result.action, result.status) == ("created", "CREATE_COMPLETE")
     assert any(e["ResourceStatus"] == "CREATE_COMPLETE" for e in seen)
 
@@ -217,7 +219,7 @@ def test_bootstrap_deploys_the_stack_and_a_second_run_changes_nothing(aws, cfg):
         == events.approval_pipeline_parameters()
     )
 
-    again = infra.bootstrap(aws, cfg, params, poll_s=0.05)
+    again = infra.bootstrap(aws, cfg, params, TEMPLATE_PATH, poll_s=0.05)
     assert (again.action, again.status) == ("unchanged", "CREATE_COMPLETE")
 
 
@@ -254,10 +256,10 @@ def test_bootstrap_request_validates(cfg):
             "StackName": infra.stack_name(cfg),
             "ChangeSetName": "mlops-1",
             "ChangeSetType": "CREATE",
-            "TemplateBody": Path(infra.TEMPLATE).read_text(),
+            "TemplateBody": TEMPLATE_PATH.read_text(),
             "Parameters": infra.cfn_parameters(params),
             "Capabilities": infra.CAPABILITIES,
             "Tags": [{"Key": "k", "Value": "v"}],
         },
     )
-    assert len(Path(infra.TEMPLATE).read_text().encode()) < 51200  # TemplateBody limit
+    assert len(TEMPLATE_PATH.read_text().encode()) < 51200  # TemplateBody limit

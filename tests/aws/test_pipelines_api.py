@@ -13,8 +13,9 @@ from botocore.validate import ParamValidator
 
 from mlops.aws import pipelines_api as api
 from mlops.aws.session import Aws, AwsNotFound
-from mlops.config import load_config
+from mlops.definition.parameters import parse_assignments
 from mlops.errors import ParameterError
+from tests.project import load_config
 
 from .conftest import hand_made_definition, names
 
@@ -116,10 +117,10 @@ def test_start_rejects_bad_parameters(account, cfg, params, message):
     assert execs["PipelineExecutionSummaries"] == []
 
 
-@pytest.mark.parametrize("pairs, message", [(["x"], "expected KEY=VALUE"), (["=1"], "expected KEY=VALUE")])
+@pytest.mark.parametrize("pairs, message", [(["x"], "expects NAME=VALUE"), (["=1"], "expects NAME=VALUE")])
 def test_parse_params_rejects_malformed_pairs(pairs, message):
     with pytest.raises(ParameterError, match=message):
-        api.parse_params(pairs)
+        parse_assignments(pairs)
 
 
 def test_start_of_a_missing_pipeline_says_upsert_first(aws):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mlops.cli.run import main
+from mlops.cli.main import main
 from mlops.local.state.home import Home
 
 EVALUATE = (
@@ -135,7 +135,7 @@ def test_run_success_then_list_show_and_models(tmp_path, definition_file, capsys
     assert code == 0, out
     # stdout is not a terminal here, so progress comes as plain lines.
     assert "Evaluate: Succeeded" in out and "TooLow: NotExecuted" in out
-    execution_id = Home.open(home).executions()[0]["id"]
+    execution_id = Home.open(home).runs.list()[0]["id"]
     assert f"execution {execution_id} Succeeded" in out
 
     code, out, _ = run_cli(capsys, "executions", "list", "--home", home, "--format", "json")
@@ -171,7 +171,7 @@ def test_failed_run_exits_1_with_one_line_reason(tmp_path, definition_file, caps
         capsys, "run", "--definition", definition_file, "--home", tmp_path, "--param", "Threshold=0.99"
     )
     assert code == 1
-    execution_id = Home.open(tmp_path).executions()[0]["id"]
+    execution_id = Home.open(tmp_path).runs.list()[0]["id"]
     assert f"execution {execution_id} Failed: accuracy below 0.99\n" in out
     assert f"mlops run --resume {execution_id}" in out
 
@@ -189,7 +189,7 @@ def test_bad_run_arguments_are_refused_before_anything_runs(tmp_path, definition
     code, out, err = run_cli(capsys, "run", "--definition", definition_file, "--home", tmp_path, *argv)
     assert code != 0
     assert err.startswith(message) and err.count("\n") == 1, err
-    assert Home.open(tmp_path).executions() == []
+    assert Home.open(tmp_path).runs.list() == []
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,12 @@ import tarfile
 import pytest
 
 from mlops.compile.compiler import compile_pipelines
-from mlops.config import load_config
 from mlops.local.s3store import S3Store
 from mlops.local.scheduler import run_definition
 from mlops.local.state.home import Home
 from mlops.serving import supervisor
 from steps.preprocess.data import write_digits_csv
+from tests.project import PROJECT, load_config
 
 from ..conftest import ROOT
 from ..container import run_in_container
@@ -30,7 +30,7 @@ GROUP = "digits-classifier"
 
 @pytest.fixture(scope="module")
 def deploy_definition():
-    return compile_pipelines(load_config("local")).definition("model-deploy")
+    return compile_pipelines(PROJECT, load_config("local")).definition("model-deploy")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def home(tmp_path, deploy_definition):
     from mlops.compile.compiler import compile_cached
 
     store = S3Store(home.s3_root)
-    for bundle in compile_cached(load_config("local")).bundles:
+    for bundle in compile_cached(PROJECT, load_config("local")).bundles:
         store.put_tree(bundle.s3_uri, bundle.source)
     yield home
     for endpoint in supervisor.list_endpoints(home=home.root):
@@ -78,7 +78,7 @@ def home(tmp_path, deploy_definition):
 def register(home: Home, model: bytes, status: str = "Approved") -> str:
     uri = "s3://mlops-local/digits/local/models/test/model.tar.gz"
     S3Store(home.s3_root).put_bytes(uri, model)
-    package = home.register_model_package(
+    package = home.registry.register(
         GROUP, "arn:aws:sagemaker:us-east-1:123456789012:model-package", approval_status=status,
         model_data_url=uri, image="local", content_types=["application/json"], metrics={}, request={},
     )  # fmt: skip

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from mlops._root import PROJECT_ROOT
 from mlops.errors import DefinitionError, ParameterError
+from mlops.local.caching import parse_duration
+from mlops.local.records import ExecutionRecord
+from mlops.local.retries import classify_failure
 from mlops.local.s3store import S3Store
-from mlops.local.scheduler import ExecutionRecord, classify_failure, parse_duration, plan, run_definition
+from mlops.local.scheduler import plan, run_definition
 from mlops.local.state.home import Home
+from tests.project import ROOT as PROJECT_ROOT
 
 ROLE = "arn:aws:iam::123456789012:role/PipelineRole"
 
@@ -183,7 +186,7 @@ def test_condition_true_registers_model_with_metrics(tmp_path):
         "Register": "Succeeded",
         "TooLow": "NotExecuted",
     }
-    (package,) = Home.open(tmp_path).model_packages(group="digits")
+    (package,) = Home.open(tmp_path).registry.list(group="digits")
     assert package["approval_status"] == "PendingManualApproval"
     assert package["execution_id"] == record.id
     assert package["metrics"]["ModelQuality.Statistics"]["Content"] == {
@@ -204,7 +207,7 @@ def test_condition_false_takes_fail_branch_and_registers_nothing(tmp_path):
     assert record.failure_reason == "accuracy below 0.99"
     assert statuses(record)["Register"] == "NotExecuted"
     assert statuses(record)["TooLow"] == "Failed"
-    assert Home.open(tmp_path).model_packages() == []
+    assert Home.open(tmp_path).registry.list() == []
 
 
 def test_model_step_records_the_model_and_exposes_its_name(tmp_path):
@@ -223,7 +226,7 @@ def test_model_step_records_the_model_and_exposes_its_name(tmp_path):
     )
     record = run_definition(definition(create, use), home=tmp_path)
     assert record.status == "Succeeded", record.failure_reason
-    (model,) = Home.open(tmp_path).models()
+    (model,) = Home.open(tmp_path).registry.models()
     assert model["name"] == record.steps["MakeModel"].properties["ModelName"]
     assert model["arn"].startswith("arn:aws:sagemaker:") and ":123456789012:model/" in model["arn"]
     assert model["request"]["PrimaryContainer"]["ModelDataUrl"] == "s3://bucket/model.tar.gz"
@@ -250,7 +253,7 @@ def test_register_with_missing_metrics_file_fails_with_its_uri(tmp_path):
     record = run_definition(definition(register), home=tmp_path)
     assert record.status == "Failed"
     assert "s3://bucket/none.json not found in the local store" in record.failure_reason
-    assert Home.open(tmp_path).model_packages() == []
+    assert Home.open(tmp_path).registry.list() == []
 
 
 # ------------------------------------------------------------------------------ refused before running
@@ -266,7 +269,7 @@ def test_register_with_missing_metrics_file_fails_with_its_uri(tmp_path):
 def test_bad_parameters_refused_before_anything_runs(tmp_path, params, message):
     with pytest.raises(ParameterError, match=message):
         run_definition(gated("0.95"), home=tmp_path, params=params)
-    assert Home.open(tmp_path).executions() == []
+    assert Home.open(tmp_path).runs.list() == []
     assert list((tmp_path / "executions").iterdir()) == []
 
 
@@ -275,14 +278,14 @@ BAD_DEFINITIONS = [
     (definition({"Name": "L", "Type": "Lambda", "Arguments": {}}), "step L: type Lambda is not supported"),
     (
         definition(processing("A", "pass", inputs=[("x", {"Get": "Steps.Ghost.ProcessingOutputConfig"})])),
-        "step A refers to unknown step 'Ghost'",
+        "step 'A': reference 'Steps.Ghost.ProcessingOutputConfig' names unknown step 'Ghost'",
     ),
-    (definition(processing("A", "pass", DependsOn=["Nope"])), "step A refers to unknown step 'Nope'"),
+    (definition(processing("A", "pass", DependsOn=["Nope"])), "step 'A': DependsOn names unknown step 'Nope'"),
     (
         definition(processing("A", "pass", DependsOn=["B"]), processing("B", "pass", DependsOn=["A"])),
         "the steps form a cycle: A -> B -> A",
     ),
-    (definition(processing("A", "pass"), processing("A", "print(1)")), "two different steps are named A"),
+    (definition(processing("A", "pass"), processing("A", "print(1)")), "step 'A': two different steps have this name"),
     ({"Steps": "nope"}, "not a pipeline definition"),
 ]
 
@@ -292,7 +295,7 @@ def test_invalid_definitions_refused_before_start(tmp_path, bad, message):
     with pytest.raises(DefinitionError) as err:
         run_definition(bad, home=tmp_path)
     assert message in str(err.value)
-    assert Home.open(tmp_path).executions() == []
+    assert Home.open(tmp_path).runs.list() == []
 
 
 def test_plan_orders_by_dependencies():
@@ -307,8 +310,8 @@ def test_plan_orders_by_dependencies():
             processing("A", "pass"),
         )
     )
-    assert list(steps) == ["A", "B", "C"]
-    assert steps["C"].deps == {"B"}
+    assert steps.order == ["A", "B", "C"]
+    assert steps.steps["C"].deps == {"B"}
 
 
 # ---------------------------------------------------------------------------------- data and parallelism
@@ -384,6 +387,11 @@ def test_expire_after_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
 
+@pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 12 * 3600), ("45m", 2700), ("2w", 14 * 86400)])
+def test_expire_after_accepts_the_sdk_short_forms(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
 @pytest.mark.parametrize("text", ["30D", "P", "PT", "P1H"])
 def test_bad_expire_after(text):
     with pytest.raises(DefinitionError, match="not an ISO 8601 duration"):
@@ -410,7 +418,7 @@ def test_retry_policy_reruns_a_capacity_failure(tmp_path):
     record = run_definition(definition(processing("Flaky", FLAKY, RetryPolicies=[policy])), home=tmp_path)
     assert record.status == "Succeeded", record.failure_reason
     assert record.steps["Flaky"].attempts == 2
-    kinds = [e["kind"] for e in Home.open(tmp_path).events(record.id)]
+    kinds = [e["kind"] for e in Home.open(tmp_path).events.for_execution(record.id)]
     assert "step-retry" in kinds
 
 
@@ -485,7 +493,7 @@ def test_failure_reason_then_resume_reruns_only_failed_and_downstream(tmp_path):
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "mlops.cli.run", *args],
+        [sys.executable, "-m", "mlops.cli", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -510,7 +518,7 @@ def test_two_concurrent_runs_in_one_home_do_not_interfere(tmp_path):
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     home, store = Home.open(tmp_path), S3Store(tmp_path / "s3")
-    runs = [ExecutionRecord.load(home, r["id"]) for r in home.executions()]
+    runs = [ExecutionRecord.load(home, r["id"]) for r in home.runs.list()]
     tags = set()
     for run in runs:
         uri = run.steps["Tag"].properties["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
@@ -528,8 +536,8 @@ def test_sigterm_stops_every_job_and_marks_the_execution_stopped(tmp_path):
     home = Home.open(tmp_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        rows = home.executions()
-        if rows and any(s["status"] == "Executing" for s in home.steps(rows[0]["id"])):
+        rows = home.runs.list()
+        if rows and any(s["status"] == "Executing" for s in home.runs.steps(rows[0]["id"])):
             log = list((tmp_path / "executions").rglob("*.log"))
             if log and "sleeping" in log[0].read_text():
                 break
@@ -542,9 +550,9 @@ def test_sigterm_stops_every_job_and_marks_the_execution_stopped(tmp_path):
     output = proc.communicate(timeout=30)[0]
     assert time.monotonic() - stopped_at < 15
     assert proc.returncode == 130, output
-    (row,) = home.executions()
+    (row,) = home.runs.list()
     assert row["status"] == "Stopped"
-    assert {s["name"]: s["status"] for s in home.steps(row["id"])} == {"Sleep": "Stopped"}
+    assert {s["name"]: s["status"] for s in home.runs.steps(row["id"])} == {"Sleep": "Stopped"}
     staging = tmp_path / "s3" / ".tmp"
     assert not staging.exists() or not list(staging.iterdir()), "half-written objects left behind"
 

@@ -2,15 +2,8 @@
 
 import pytest
 
-from mlops.definition.expressions import (
-    Context,
-    evaluate,
-    parameter_values,
-    parse_assignments,
-    parse_path,
-    references,
-    resolve,
-)
+from mlops.definition.expressions import Context, evaluate, parse_path, references, resolve
+from mlops.definition.parameters import parameter_values, parse_assignments
 from mlops.errors import DefinitionError, ParameterError
 
 DEFINITION = {

@@ -7,17 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from mlops._root import PROJECT_ROOT
 from mlops.errors import MlopsError
 from mlops.local.state.home import Home, atomic_write, resolve_home
+from tests.project import ROOT as PROJECT_ROOT
 
 
 def test_home_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MLOPS_HOME", raising=False)
-    assert resolve_home() == (PROJECT_ROOT / ".mlops").resolve()
+    default = PROJECT_ROOT / ".mlops"
+    assert resolve_home(None, default) == default.resolve()
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "env"))
-    assert resolve_home() == tmp_path / "env"
-    assert resolve_home(tmp_path / "flag") == tmp_path / "flag"
+    assert resolve_home(None, default) == tmp_path / "env"
+    assert resolve_home(tmp_path / "flag", default) == tmp_path / "flag"
+    monkeypatch.delenv("MLOPS_HOME")
+    with pytest.raises(MlopsError, match="no local home"):
+        resolve_home(None, None)
 
 
 def test_open_creates_layout_in_wal_mode(tmp_path):
@@ -36,30 +40,30 @@ def test_unwritable_home_is_one_line_error(tmp_path):
 
 def test_execution_and_step_records_round_trip(tmp_path):
     home = Home.open(tmp_path)
-    home.create_execution("exec1", "demo", {"Steps": []}, {"P": 1})
-    home.upsert_step("exec1", "Train", type="Training", status="Executing", started_at="2026-01-01T00:00:00")
-    home.upsert_step("exec1", "Train", status="Succeeded", metrics={"loss": 0.5}, properties={"A": [1]})
-    home.finish_execution("exec1", "Succeeded", None)
-    (row,) = home.executions()
+    home.runs.create("exec1", "demo", {"Steps": []}, {"P": 1})
+    home.runs.upsert_step("exec1", "Train", type="Training", status="Executing", started_at="2026-01-01T00:00:00")
+    home.runs.upsert_step("exec1", "Train", status="Succeeded", metrics={"loss": 0.5}, properties={"A": [1]})
+    home.runs.finish("exec1", "Succeeded", None)
+    (row,) = home.runs.list()
     assert (row["id"], row["status"], row["pipeline_name"]) == ("exec1", "Succeeded", "demo")
-    (step,) = home.steps("exec1")
+    (step,) = home.runs.steps("exec1")
     assert (step["type"], step["status"], step["metrics"], step["properties"]) == (
         "Training",
         "Succeeded",
         {"loss": 0.5},
         {"A": [1]},
     )
-    assert home.execution("exe")["id"] == "exec1"  # unique prefixes are accepted like git's
+    assert home.runs.get("exe")["id"] == "exec1"  # unique prefixes are accepted like git's
 
 
 def test_resume_claim_refuses_succeeded_and_unknown(tmp_path):
     home = Home.open(tmp_path)
-    home.create_execution("done1", "demo", {}, {})
-    home.finish_execution("done1", "Succeeded", None)
+    home.runs.create("done1", "demo", {}, {})
+    home.runs.finish("done1", "Succeeded", None)
     with pytest.raises(MlopsError, match="already succeeded"):
-        home.claim_execution("done1", {}, {})
+        home.runs.claim("done1", {}, {})
     with pytest.raises(MlopsError, match="no execution nope"):
-        home.claim_execution("nope", {}, {})
+        home.runs.claim("nope", {}, {})
 
 
 REGISTER = """
@@ -67,7 +71,7 @@ import sys
 from mlops.local.state.home import Home
 home = Home.open(sys.argv[1])
 for _ in range(10):
-    home.register_model_package("digits", "arn:aws:sagemaker:r:1:model-package", approval_status="PendingManualApproval",
+    home.registry.register("digits", "arn:aws:sagemaker:r:1:model-package", approval_status="PendingManualApproval",
                                 metrics={}, request={})
 """
 
@@ -76,18 +80,18 @@ def test_two_processes_registering_get_distinct_versions(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", REGISTER, str(tmp_path)], env=env) for _ in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
-    rows = Home.open(tmp_path).model_packages(group="digits")
+    rows = Home.open(tmp_path).registry.list(group="digits")
     assert [r["version"] for r in rows] == list(range(1, 21))
     assert rows[-1]["arn"] == "arn:aws:sagemaker:r:1:model-package/digits/20"
 
 
 def test_model_package_filters(tmp_path):
     home = Home.open(tmp_path)
-    home.register_model_package("a", "p", approval_status="Approved", metrics={"m": 1}, request={})
-    home.register_model_package("b", "p", approval_status="PendingManualApproval", metrics={}, request={})
-    assert [r["group_name"] for r in home.model_packages(status="Approved")] == ["a"]
-    assert [r["approval_status"] for r in home.model_packages(group="b")] == ["PendingManualApproval"]
-    assert home.model_packages(group="a")[0]["metrics"] == {"m": 1}
+    home.registry.register("a", "p", approval_status="Approved", metrics={"m": 1}, request={})
+    home.registry.register("b", "p", approval_status="PendingManualApproval", metrics={}, request={})
+    assert [r["group_name"] for r in home.registry.list(status="Approved")] == ["a"]
+    assert [r["approval_status"] for r in home.registry.list(group="b")] == ["PendingManualApproval"]
+    assert home.registry.list(group="a")[0]["metrics"] == {"m": 1}
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

@@ -7,12 +7,12 @@ import tarfile
 
 import pytest
 
-from mlops.config import load_config
 from mlops.local.approved_deploy import FAILED, DeployError, deploy_model_package
 from mlops.local.s3store import S3Store
 from mlops.local.state.home import Home
 from mlops.serving import supervisor
 from steps.preprocess.data import write_digits_csv
+from tests.project import PROJECT, load_config
 
 MODEL_URI = "s3://b/models/x/output/model.tar.gz"
 
@@ -45,7 +45,7 @@ def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, st
     S3Store(home.s3_root).put_file(cfg.data.input_uri + "digits.csv", samples)
     if stored is not None:
         S3Store(home.s3_root).put_bytes(MODEL_URI, stored)
-    package = home.register_model_package(
+    package = home.registry.register(
         "digits-classifier",
         "arn:aws:sagemaker:eu-west-1:123456789012:model-package",
         approval_status="Approved",
@@ -53,14 +53,14 @@ def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, st
         request={},
     )
     seen = []
-    record = deploy_model_package(package, home=home, cfg=cfg, on_progress=lambda *event: seen.append(event))
+    record = deploy_model_package(package, home=home, project=PROJECT, cfg=cfg, on_progress=lambda *event: seen.append(event))
     assert record.status == FAILED
     assert record.reason.startswith("step StagingEndpoint failed: ") and message in record.reason
     assert "\n" not in record.reason
     assert ("StagingEndpoint", "Executing", "") in seen
     assert ("StagingEndpoint", FAILED) in [event[:2] for event in seen]
     assert record.execution_id
-    (stored_record,) = home.deployments(package["arn"])
+    (stored_record,) = home.deployments.list(package["arn"])
     assert (stored_record["status"], stored_record["reason"]) == (FAILED, record.reason)
     assert stored_record["ended_at"]
     assert supervisor.list_endpoints(home=tmp_path) == []
@@ -70,4 +70,4 @@ def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, st
 def test_unknown_target_stage_is_refused(tmp_path):
     home = Home.open(tmp_path)
     with pytest.raises(DeployError, match="target stage 'canary': use one of staging, production"):
-        deploy_model_package({"arn": "a"}, home=home, cfg=load_config("local"), target_stage="canary")
+        deploy_model_package({"arn": "a"}, home=home, project=PROJECT, cfg=load_config("local"), target_stage="canary")

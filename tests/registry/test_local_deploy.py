@@ -59,7 +59,7 @@ def show(capsys, home, version: str) -> dict:
 def register_copy(home: Path, *, broken: bool = False) -> str:
     """A new version of the trained package; ``broken`` zeroes the weights inside its model.tar.gz."""
     h = Home.open(home)
-    first = h.model_packages(group=GROUP)[0]
+    first = h.registry.list(group=GROUP)[0]
     url = first["model_data_url"]
     if broken:
         store = S3Store(h.s3_root)
@@ -85,15 +85,15 @@ def register_copy(home: Path, *, broken: bool = False) -> str:
         "request",
     )
     fields = {k: first[k] for k in keep} | {"model_data_url": url, "approval_status": "PendingManualApproval"}
-    row = h.register_model_package(GROUP, first["arn"].rsplit("/", 2)[0], **fields)
+    row = h.registry.register(GROUP, first["arn"].rsplit("/", 2)[0], **fields)
     return f"{GROUP}/{row['version']}"
 
 
 def known_digits(home) -> tuple[list[list[float]], list[int]]:
     """Known digits: the test split the training run wrote."""
     h = Home.open(home)
-    (package,) = [p for p in h.model_packages(group=GROUP) if p["version"] == 1]
-    from mlops.registry.local import test_split_uri
+    (package,) = [p for p in h.registry.list(group=GROUP) if p["version"] == 1]
+    from steps.smoke_test.gate import test_split_uri
 
     directory = S3Store(h.s3_root).path(test_split_uri(h, package["execution_id"]))
     rows, labels = [], []
@@ -149,7 +149,7 @@ def test_approve_deploys_and_production_predicts_known_digits(deployed, capsys):
     ]
     assert doc["lineage"]["test_data_uri"].endswith("/preprocess/test")
     assert {"preprocess", "evaluate"} <= set(doc["lineage"]["code_bundles"])
-    (event,) = [e["event"] for e in Home.open(home).bus_events(doc["arn"])]
+    (event,) = [e["event"] for e in Home.open(home).events.bus(doc["arn"])]
     assert event["detail-type"] == "SageMaker Model Package State Change"
     assert matches(approval_event_pattern(GROUP), event)
 
@@ -162,7 +162,7 @@ def test_double_approve_is_a_noop(deployed, capsys):
     assert "already Approved; nothing to do" in out
     doc = show(capsys, home, f"{GROUP}/1")
     assert len(doc["deployments"]) == 1
-    assert len(Home.open(home).bus_events(doc["arn"])) == 1
+    assert len(Home.open(home).events.bus(doc["arn"])) == 1
     assert supervisor.get_endpoint(PRODUCTION, home=home).generation == generation_before
 
 

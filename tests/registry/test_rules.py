@@ -92,7 +92,7 @@ def test_code_bundles_are_read_from_the_definition_uris():
 
 
 def _register(home: Home, group: str = "digits-classifier") -> dict:
-    return home.register_model_package(
+    return home.registry.register(
         group,
         "arn:aws:sagemaker:eu-west-1:123456789012:model-package",
         approval_status=PENDING,
@@ -118,7 +118,7 @@ def test_audit_trail_records_every_decision_and_cannot_be_deleted(tmp_path):
         ("carol", "reject (no change)", REJECTED, REJECTED, "still poor"),
         ("erin", "approve (forced)", REJECTED, APPROVED, "7s fixed upstream"),
     ]
-    assert home.model_package(row["group_name"], row["version"])["approval_status"] == APPROVED
+    assert home.registry.get(row["group_name"], row["version"])["approval_status"] == APPROVED
     with sqlite3.connect(home.db_path) as con, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         con.execute("DELETE FROM model_package_audit")
 
@@ -131,7 +131,7 @@ def test_only_real_changes_put_a_state_change_event_on_the_local_bus(tmp_path):
     registry.approve(ref, "good", actor="a")
     registry.approve(ref, "good again", actor="a")
     registry.reject(ref, "regression found", actor="b")
-    events = [e["event"] for e in home.bus_events(row["arn"])]
+    events = [e["event"] for e in home.events.bus(row["arn"])]
     assert [e["detail"]["ModelApprovalStatus"] for e in events] == [APPROVED, REJECTED]
     pattern = approval_event_pattern("digits-classifier")
     assert [matches(pattern, e) for e in events] == [True, False]

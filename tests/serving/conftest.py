@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mlops._root import PROJECT_ROOT
 from mlops.serving import supervisor
+from tests.project import ROOT as PROJECT_ROOT
 
 # Sums each row, with the server's default input_fn/output_fn. model_fn records its calls so a test can
 # check the model is loaded once per worker, not per request.

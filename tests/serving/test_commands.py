@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from mlops.cli import endpoints as commands
+from mlops.cli.main import main
 from mlops.serving import supervisor
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="mlops")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 def test_endpoint_commands_end_to_end(home, sum_model, tmp_path, capsys):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops._root import PROJECT_ROOT
 from mlops.serving.supervisor import free_port
+from tests.project import ROOT as PROJECT_ROOT
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

@@ -170,12 +170,12 @@ def mount_plan(mounts: list[Mount]) -> list[str]:
 
 @functools.cache
 def host_paths_under_tmp() -> tuple[str, ...]:
-    """The project and the interpreter, where they live under /tmp (outermost paths only)."""
-    from mlops._root import PROJECT_ROOT
+    """The toolkit and the interpreter, where they live under /tmp (outermost paths only)."""
+    from mlops.project import TOOLKIT_ROOT
 
     candidates = {
         os.path.realpath(p)
-        for p in (PROJECT_ROOT, sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
+        for p in (TOOLKIT_ROOT, sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
     }
     under = sorted(p for p in candidates if _under(p, "/tmp") and p != "/tmp")
     return tuple(p for p in under if not any(o != p and _under(p, o) for o in under))

@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlops.definition.expressions import resolve
 from mlops.errors import MlopsError
+from mlops.local.records import Outcome
 from mlops.local.s3store import S3Store
 from mlops.local.state.home import Home, atomic_write, now
 
@@ -53,7 +55,7 @@ def _load_config(home: Home, name: str) -> dict[str, Any]:
 
 def _model_data(home: Home, model_name: str) -> tuple[str, str]:
     """(model data S3 URI, a label for the version) of a recorded model."""
-    model = next((m for m in reversed(home.models()) if m["name"] == model_name), None)
+    model = next((m for m in reversed(home.registry.models()) if m["name"] == model_name), None)
     if model is None:
         raise EndpointStepError(f"model {model_name!r} was not created in {home.root}")
     request = model["request"] if isinstance(model["request"], dict) else json.loads(model["request"])
@@ -63,7 +65,7 @@ def _model_data(home: Home, model_name: str) -> tuple[str, str]:
     package_arn = container.get("ModelPackageName")
     if not package_arn:
         raise EndpointStepError(f"model {model_name!r} names neither ModelDataUrl nor ModelPackageName")
-    package = next((p for p in home.model_packages() if p["arn"] == package_arn), None)
+    package = next((p for p in home.registry.list() if p["arn"] == package_arn), None)
     if package is None:
         raise EndpointStepError(f"model package {package_arn} is not in the local registry")
     if not package.get("model_data_url"):
@@ -150,3 +152,18 @@ def create_or_update_endpoint(
         "Url": result.endpoint.url,
         "LastModifiedTime": now(),
     }
+
+
+class EndpointHandler:
+    def run(self, step, execution) -> Outcome:
+        request = resolve(step.arguments, execution.context())
+        options = execution.options
+        port = options.endpoint_ports.get(request.get("EndpointName"))
+        try:
+            props = create_or_update_endpoint(
+                execution.home, execution.store, request, prefix=execution.prefix, port=port,
+                gate=options.endpoint_gate,
+            )  # fmt: skip
+        except MlopsError as err:
+            return Outcome.failed(str(err), properties={})
+        return Outcome.succeeded(props)

@@ -1,4 +1,4 @@
-"""Handlers for the steps that run no job: Condition, Fail, RegisterModel and Model (CreateModel)."""
+"""RegisterModel: a model package version in the local registry (CreateModelPackage semantics)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlops.definition.expressions import Context, evaluate, resolve
+from mlops.definition.expressions import resolve
 from mlops.errors import DefinitionError, MlopsError
-from mlops.local.state.home import Home, now
+from mlops.local.records import Outcome
+from mlops.local.state.home import Home
 
 log = logging.getLogger(__name__)
-
-
-def condition_outcome(arguments: Mapping[str, Any], ctx: Context) -> bool:
-    """All of ``Conditions`` must hold (SageMaker ANDs the list)."""
-    conditions = arguments.get("Conditions")
-    if not isinstance(conditions, list):
-        raise DefinitionError("Condition step needs a Conditions list")
-    return all(evaluate(c, ctx) for c in conditions)
-
-
-def fail_message(arguments: Mapping[str, Any], ctx: Context) -> str:
-    message = resolve(arguments.get("ErrorMessage", ""), ctx)
-    return str(message) if message not in (None, "") else "Fail step reached"
 
 
 def _metric_files(node: Any, read_text: Callable[[str], str], where: str = "ModelMetrics") -> dict[str, Any]:
@@ -68,7 +56,7 @@ def register_model(
     except FileNotFoundError as err:
         raise MlopsError(f"step {step}: model metrics file not found: {err}") from None
     status = request.get("ModelApprovalStatus") or "PendingManualApproval"
-    row = home.register_model_package(
+    row = home.registry.register(
         group,
         f"{prefix}:model-package",
         approval_status=status,
@@ -95,11 +83,11 @@ def register_model(
     }
 
 
-def create_model(
-    home: Home, request: Mapping[str, Any], *, execution_id: str, step: str, prefix: str
-) -> dict[str, Any]:
-    """Record a CreateModel request; SageMaker names the model when the step does not."""
-    name = request.get("ModelName") or f"pipelines-{execution_id}-{step}"[:63].rstrip("-")
-    arn = f"{prefix}:model/{name.lower()}"
-    home.record_model(name, arn, execution_id, step, dict(request))
-    return {"ModelName": name, "ModelArn": arn, "CreationTime": now()}
+class RegisterModelHandler:
+    def run(self, step, execution) -> Outcome:
+        request = resolve(step.arguments, execution.context())
+        props = register_model(
+            execution.home, request, read_text=execution.read_text, execution_id=execution.execution_id,
+            step=step.name, prefix=execution.prefix,
+        )  # fmt: skip
+        return Outcome.succeeded(props)

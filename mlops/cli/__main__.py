@@ -1,0 +1,5 @@
+import sys
+
+from mlops.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""Processing and Training: a job of the local runtime, with CacheConfig and RetryPolicies honoured."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.definition.expressions import dumps_canonical, resolve
+from mlops.errors import DefinitionError, MlopsError
+from mlops.local import caching, retries
+from mlops.local.records import Outcome, StepStatus
+
+log = logging.getLogger(__name__)
+
+
+def job_name(execution_id: str, step: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9-]", "-", f"pipelines-{execution_id}-{step}")
+    digest = hashlib.sha256(f"{execution_id}/{step}".encode()).hexdigest()[:8]
+    return f"{base[:54].rstrip('-')}-{digest}"
+
+
+class JobHandler:
+    kind = ""  # Processing | Training
+
+    def runner(self):
+        raise NotImplementedError
+
+    def run(self, step, execution) -> Outcome:
+        name = job_name(execution.execution_id, step.name)
+        request = resolve(step.arguments, execution.context(name))
+        cache = step.spec.get("CacheConfig") or {}
+        key = None
+        if cache.get("Enabled"):
+            key = self.cache_key(step, request, execution)
+            if execution.options.use_cache:
+                hit = self.cache_hit(step, key, cache, execution)
+                if hit is not None:
+                    return hit
+        return self.attempts(step, request, name, key, execution)
+
+    # --------------------------------------------------------------------------------------------- cache
+
+    def cache_key(self, step, request: dict[str, Any], execution) -> str:
+        symbolic = resolve(step.arguments, execution.context(symbolic=True))
+        digests = {}
+        for uri in sorted(caching.input_uris(request)):
+            try:
+                digests[uri] = execution.store.digest(uri)
+            except Exception:  # a missing input fails the job itself; here it only makes the key differ
+                digests[uri] = "missing"
+        blob = dumps_canonical({"type": step.type, "arguments": symbolic, "inputs": digests})
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def cache_hit(self, step, key: str, cache: Mapping[str, Any], execution) -> Outcome | None:
+        expire = caching.parse_duration(cache["ExpireAfter"]) if cache.get("ExpireAfter") else None
+        not_before = (datetime.now(UTC) - expire).isoformat() if expire else ""
+        hit = execution.home.runs.cached_step(key, not_before)
+        if not hit or not self.outputs_present(hit["properties"] or {}, execution):
+            return None
+        return Outcome.succeeded(
+            hit["properties"], metrics=hit["metrics"] or {}, log_paths=hit["log_paths"] or [], cache_hit=True,
+            cache_key=key, attempts=0, job_dir=hit["job_dir"],
+        )  # fmt: skip
+
+    def output_uris(self, props: Mapping[str, Any]) -> list[str]:
+        uri = (props.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        return [uri] if uri else []
+
+    def outputs_present(self, props: Mapping[str, Any], execution) -> bool:
+        store = execution.store
+        try:
+            return all(store.exists(u) or bool(store.list(u.rstrip("/") + "/")) for u in self.output_uris(props))
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------------------------------ attempts
+
+    def attempts(self, step, request: dict[str, Any], name: str, key: str | None, execution) -> Outcome:
+        runner = self.runner()
+        policies = step.spec.get("RetryPolicies") or []
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            job_dir = execution.home.execution_dir(execution.execution_id) / step.name / f"attempt-{attempt}"
+            execution.save(step.name, attempts=attempt, job_dir=str(job_dir))
+            error_class = None
+            try:
+                result = runner(
+                    request,
+                    job_name=name if attempt == 1 else f"{name[:56]}-r{attempt}",
+                    store=execution.store,
+                    job_dir=job_dir,
+                    on_log=lambda host, line, _n=step.name: execution.emit("log", _n, message=f"[{host}] {line}"),
+                    cancel=execution.stop,
+                    file_systems=dict(execution.options.file_systems),
+                    services=execution.services,
+                )
+                status, reason = result.status, result.failure_reason
+            except MlopsError as err:
+                status, reason, result = "Failed", str(err), None
+            except Exception as err:
+                log.exception("job runtime raised for step %s", step.name)
+                status, reason, result = "Failed", f"{type(err).__name__}: {err}", None
+                error_class = "Step.SERVICE_FAULT"
+            logs = [str(p) for p in (getattr(result, "log_paths", None) or [])]
+            if status == "Completed":
+                props = dict(result.properties or {})
+                props.update(self.property_files(step, request))
+                return Outcome.succeeded(
+                    props, metrics={k: float(v) for k, v in (result.metrics or {}).items()}, log_paths=logs,
+                    cache_key=key, attempts=attempt, job_dir=str(job_dir),
+                )  # fmt: skip
+            if status == "Stopped" or execution.stop.is_set():
+                return Outcome(StepStatus.STOPPED, failure_reason=reason or "stopped", log_paths=logs, attempts=attempt)
+            delay = retries.retry_delay(policies, error_class or retries.classify_failure(reason), attempt, first_try)
+            if delay is None:
+                return Outcome.failed(reason or "job failed", log_paths=logs, attempts=attempt, job_dir=str(job_dir))
+            execution.emit("step-retry", step.name, "Executing", f"attempt {attempt} failed ({reason}); retrying")
+            if execution.stop.wait(delay):
+                return Outcome(StepStatus.STOPPED, failure_reason="stopped", log_paths=logs, attempts=attempt)
+
+    def property_files(self, step, request: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+class ProcessingHandler(JobHandler):
+    kind = "Processing"
+
+    def runner(self):
+        from mlops.local.runtime import run_processing_job
+
+        return run_processing_job
+
+    def output_uris(self, props: Mapping[str, Any]) -> list[str]:
+        outputs = (props.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+        return [o["S3Output"]["S3Uri"] for o in outputs if (o.get("S3Output") or {}).get("S3Uri")]
+
+    def property_files(self, step, request: Mapping[str, Any]) -> dict[str, Any]:
+        files = step.spec.get("PropertyFiles") or []
+        if not files:
+            return {}
+        outputs = {
+            o.get("OutputName"): (o.get("S3Output") or {}).get("S3Uri")
+            for o in (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+        }
+        found = {}
+        for pf in files:
+            name, output = pf.get("PropertyFileName"), pf.get("OutputName")
+            if output not in outputs or not outputs[output]:
+                raise DefinitionError(f"step {step.name}: property file {name} names unknown output {output!r}")
+            found[name] = outputs[output].rstrip("/") + "/" + str(pf.get("FilePath", "")).lstrip("/")
+        return {"PropertyFiles": found}
+
+
+class TrainingHandler(JobHandler):
+    kind = "Training"
+
+    def runner(self):
+        from mlops.local.runtime import run_training_job
+
+        return run_training_job

@@ -1,0 +1,218 @@
+"""The project's typed configuration: the toolkit's sections (mlops.config.BaseConfig) plus this project's.
+
+The schema is the documentation: every field has a description, and ``mlops config --reference`` renders
+them into the README.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from mlops import config as base
+from mlops.config import INSTANCE_TYPE, S3_URI, Strict, _match, project_root
+
+
+class Image(Strict):
+    framework: Annotated[Literal["pytorch", "sklearn"], Field(description="SageMaker framework image.")]
+    version: Annotated[str, Field(description="Framework version of the image (e.g. 2.5).")]
+    py_version: Annotated[str, Field(description="Python version tag of the image (e.g. py311).")]
+
+
+class Instances(Strict):
+    instance_type: Annotated[str, Field(description="Instance type (ml.*).")]
+    instance_count: Annotated[int, Field(ge=1, le=100, description="Number of instances.")] = 1
+    volume_size_gb: Annotated[int, Field(ge=1, le=16384, description="Storage volume per instance, GB.")] = 30
+    max_runtime_s: Annotated[int, Field(ge=60, le=432000, description="Stopping condition, seconds.")] = 3600
+
+    _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
+
+
+class Spot(Strict):
+    enabled: Annotated[bool, Field(description="Use managed spot training.")] = False
+    max_wait_s: Annotated[
+        int, Field(ge=60, description="Max wait incl. spot interruptions; >= max_runtime_s.")
+    ] = 7200
+    checkpoint_s3_uri: Annotated[
+        str | None, Field(description="Where checkpoints sync to (default: <s3_root>/checkpoints).")
+    ] = None
+
+    _uri = field_validator("checkpoint_s3_uri")(_match(S3_URI, "S3 URI"))
+
+
+class Hyperparameters(Strict):
+    epochs: Annotated[int, Field(ge=1, le=1000, description="Training epochs.")] = 20
+    batch_size: Annotated[int, Field(ge=1, le=65536, description="Per-process mini-batch size.")] = 64
+    learning_rate: Annotated[float, Field(gt=0, le=10, description="Adam learning rate.")] = 0.003
+    hidden_units: Annotated[int, Field(ge=1, le=8192, description="Width of the hidden layers.")] = 128
+    seed: Annotated[int, Field(ge=0, description="Random seed (weights, shuffling).")] = 7
+
+
+class Training(Instances):
+    image: Annotated[Image, Field(description="Training image.")]
+    spot: Annotated[Spot, Field(description="Managed spot training.")] = Spot()
+    hyperparameters: Annotated[Hyperparameters, Field(description="Hyperparameters passed to train.py.")] = (
+        Hyperparameters()
+    )
+    processes_per_host: Annotated[int, Field(ge=1, le=64, description="torchrun processes per instance.")] = 1
+
+    @model_validator(mode="after")
+    def _spot_wait(self):
+        if self.spot.enabled and self.spot.max_wait_s < self.max_runtime_s:
+            raise ValueError(
+                f"spot.max_wait_s must be >= max_runtime_s ({self.spot.max_wait_s} < {self.max_runtime_s})"
+            )
+        return self
+
+
+class Processing(Instances):
+    image: Annotated[Image, Field(description="Processing image.")]
+
+
+class Split(Strict):
+    train: Annotated[float, Field(gt=0, lt=1, description="Share of rows for training.")] = 0.7
+    validation: Annotated[float, Field(gt=0, lt=1, description="Share of rows for validation.")] = 0.15
+    test: Annotated[float, Field(gt=0, lt=1, description="Share of rows for the test split.")] = 0.15
+    seed: Annotated[int, Field(ge=0, description="Seed of the deterministic split.")] = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1 (got {total:g})")
+        return self
+
+
+class Data(Strict):
+    input_uri: Annotated[str, Field(description="S3 prefix of the raw CSV files (64 pixel columns + label).")]
+    expectation_suite: Annotated[str, Field(description="great-expectations suite, relative to the repo.")]
+    split: Annotated[Split, Field(description="Deterministic train/validation/test split.")] = Split()
+
+    _uri = field_validator("input_uri")(_match(S3_URI, "S3 URI"))
+
+    @field_validator("expectation_suite")
+    @classmethod
+    def _suite_exists(cls, v: str, info: ValidationInfo):
+        root = project_root(info).resolve()
+        path = (root / v).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(f"must be a file inside the project (got {v!r})")
+        if not path.is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+
+class Evaluation(Strict):
+    metric: Annotated[
+        Literal["accuracy", "weighted_f1", "weighted_precision", "weighted_recall"],
+        Field(description="Metric in evaluation.json that gates registration."),
+    ] = "accuracy"
+    threshold: Annotated[float, Field(ge=0, le=1, description="Register only when metric >= threshold.")] = (
+        0.9
+    )
+
+
+class Registry(base.Registry):
+    inference_image: Annotated[Image, Field(description="Serving image of registered versions.")]
+    inference_instance_types: Annotated[
+        list[str], Field(min_length=1, description="Allowed real-time instances.")
+    ]
+    content_types: Annotated[
+        list[str], Field(min_length=1, description="Accepted request content types.")
+    ] = [
+        "application/json",
+        "text/csv",
+    ]
+    response_types: Annotated[list[str], Field(min_length=1, description="Response content types.")] = [
+        "application/json"
+    ]
+
+    @field_validator("inference_instance_types")
+    @classmethod
+    def _types(cls, v):
+        for t in v:
+            _match(INSTANCE_TYPE, "instance type")(t)
+        return v
+
+
+class Autoscaling(Strict):
+    min_capacity: Annotated[int, Field(ge=1, description="Minimum instances.")] = 1
+    max_capacity: Annotated[int, Field(ge=1, description="Maximum instances.")] = 1
+    target_invocations_per_instance: Annotated[
+        float, Field(gt=0, description="Target tracking on SageMakerVariantInvocationsPerInstance.")
+    ] = 100.0
+    scale_in_cooldown_s: Annotated[int, Field(ge=0, description="Scale-in cooldown.")] = 300
+    scale_out_cooldown_s: Annotated[int, Field(ge=0, description="Scale-out cooldown.")] = 60
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_capacity < self.min_capacity:
+            raise ValueError(
+                f"max_capacity must be >= min_capacity ({self.max_capacity} < {self.min_capacity})"
+            )
+        return self
+
+
+class BlueGreen(Strict):
+    type: Annotated[
+        Literal["ALL_AT_ONCE", "CANARY", "LINEAR"], Field(description="Traffic shifting mode.")
+    ] = "CANARY"
+    step_percent: Annotated[
+        int, Field(ge=1, le=100, description="Canary size or linear step, % of capacity.")
+    ] = 10
+    wait_s: Annotated[int, Field(ge=0, le=3600, description="Wait between traffic shifts.")] = 300
+    termination_wait_s: Annotated[int, Field(ge=0, le=3600, description="Keep the old fleet this long.")] = (
+        300
+    )
+
+
+class RollbackAlarms(Strict):
+    max_5xx_rate: Annotated[float, Field(gt=0, le=1, description="Roll back above this share of 5xx.")] = 0.01
+    max_model_latency_ms: Annotated[
+        float, Field(gt=0, description="Roll back above this p99 model latency.")
+    ] = 500
+    evaluation_periods: Annotated[
+        int, Field(ge=1, le=10, description="Alarm evaluation periods (1 min).")
+    ] = 2
+
+
+class Endpoint(Strict):
+    instance_type: Annotated[str, Field(description="Endpoint instance type.")]
+    instance_count: Annotated[int, Field(ge=1, le=100, description="Initial instance count.")] = 1
+    autoscaling: Annotated[Autoscaling | None, Field(description="Target-tracking autoscaling.")] = None
+    blue_green: Annotated[BlueGreen | None, Field(description="Blue/green traffic shifting.")] = None
+    rollback_alarms: Annotated[RollbackAlarms | None, Field(description="Alarms that roll back.")] = None
+    data_capture_percent: Annotated[int, Field(ge=0, le=100, description="Share of requests captured.")] = 0
+    local_port: Annotated[int, Field(ge=1024, le=65535, description="Port of the local endpoint.")] = 8080
+
+    _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
+
+
+class SmokeTest(Strict):
+    samples: Annotated[int, Field(ge=1, le=10000, description="Test-split rows sent to staging.")] = 100
+    min_accuracy: Annotated[float, Field(ge=0, le=1, description="Accuracy floor of the smoke test.")] = 0.85
+    max_p95_latency_ms: Annotated[float, Field(gt=0, description="p95 latency ceiling, ms.")] = 200
+
+
+class Endpoints(Strict):
+    staging: Annotated[Endpoint, Field(description="Staging endpoint.")]
+    production: Annotated[Endpoint, Field(description="Production endpoint.")]
+    smoke_test: Annotated[SmokeTest, Field(description="Checks between staging and production.")] = (
+        SmokeTest()
+    )
+
+
+class Steps(Strict):
+    preprocess: Annotated[Processing, Field(description="Preprocess (clean + split) job.")]
+    validate_data: Annotated[Processing, Field(description="great-expectations data-quality job.")]
+    train: Annotated[Training, Field(description="Distributed PyTorch training job.")]
+    evaluate: Annotated[Processing, Field(description="Evaluation job.")]
+
+
+class Config(base.BaseConfig):
+    data: Data
+    steps: Steps
+    evaluation: Evaluation = Evaluation()
+    registry: Registry
+    endpoints: Endpoints
