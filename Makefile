@@ -12,6 +12,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check mlops pipelines steps tests bench
+	$(BIN)/lint-imports
 	CHECKOV_BIN=$(CURDIR)/.venv-checkov/bin/checkov $(BIN)/pytest
 
 lint: setup

@@ -23,9 +23,3 @@ class ParameterError(MlopsError):
     """A ``--param`` override that the definition does not accept."""
 
     exit_code = 2
-
-
-class StepFailed(MlopsError):
-    """A pipeline step failed; the execution is recorded as Failed."""
-
-    exit_code = 1

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from mlops import s3uri
-from mlops.aws.session import Aws, AwsError, AwsNotFound, aws_call, git_commit
+from mlops.aws.session import Aws, AwsError, AwsNotFound, aws_call
 from mlops.definition.diff import definition_diff
 from mlops.definition.parameters import convert, declared
 from mlops.errors import ParameterError
@@ -177,11 +177,14 @@ def upsert(
     pipeline_names: dict[str, str],
     bundles: Iterable[BundleLike] = (),
     on_progress: Callable[[str], None] | None = None,
-    commit: str | None = None,
+    *,
+    commit: str,
 ) -> tuple[UploadResult, list[UpsertResult]]:
-    """Upload missing bundles, then create or update each pipeline; unchanged ones are left alone."""
+    """Upload missing bundles, then create or update each pipeline; unchanged ones are left alone.
+
+    ``commit`` (the project's git commit, ``mlops.aws.session.git_commit``) goes into each description.
+    """
     say = on_progress or (lambda msg: log.info(msg))
-    commit = commit or git_commit()
     check_role(aws, cfg.aws.role_arn)
     uploads = upload_bundles(aws, cfg, bundles, on_file=lambda uri: say(f"uploaded {uri}"))
     results = []

@@ -12,8 +12,6 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from mlops.errors import MlopsError
-
 ENV_VAR = "MLOPS_ENV"
 
 
@@ -80,7 +78,3 @@ def add_home(parser: argparse.ArgumentParser) -> None:
 
 def add_format(parser: argparse.ArgumentParser, choices=("table", "json")) -> None:
     parser.add_argument("--format", choices=list(choices), default=choices[0], help="output format")
-
-
-class UsageError(MlopsError):
-    exit_code = 2

@@ -153,7 +153,9 @@ def _order(steps: dict[str, Step]) -> list[str]:
     try:
         sorter.prepare()
     except graphlib.CycleError as err:
-        cycle = list(reversed(err.args[1]))
+        ring = list(reversed(err.args[1]))[:-1]  # each step depends on the next
+        start = ring.index(min(ring))
+        cycle = ring[start:] + ring[:start] + [min(ring)]
         raise DefinitionError(f"the steps form a cycle: {' -> '.join(cycle)}") from None
     order: list[str] = []
     while sorter.is_active():

@@ -16,10 +16,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import socketserver
 import tempfile
 import threading
@@ -228,18 +226,3 @@ class LocalAws:
 
 def forwarder_command(python: str, port: int, socket_path: str, ready: str) -> list[str]:
     return [python, "-c", FORWARDER, str(port), socket_path, ready]
-
-
-def socket_reachable(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def python_executable() -> str:
-    return os.environ.get("MLOPS_PYTHON") or shutil.which("python3") or "python3"

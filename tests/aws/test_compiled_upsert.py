@@ -9,6 +9,7 @@ import pytest
 
 from mlops.aws import events
 from mlops.aws import pipelines_api as api
+from mlops.aws.session import git_commit
 from mlops.cli.main import main
 from mlops.compile.compiler import compile_pipelines
 from tests.project import PROJECT
@@ -21,8 +22,9 @@ def test_compiled_pipelines_upsert_then_the_cli_finds_nothing_to_do_until_config
 ):
     compiled = compile_pipelines(PROJECT, cfg)
     uploads, results = api.upsert(
-        account, cfg, compiled.definitions, compiled.pipeline_names, compiled.bundles
-    )
+        account, cfg, compiled.definitions, compiled.pipeline_names, compiled.bundles,
+        commit=git_commit(PROJECT.root),
+    )  # fmt: skip
     assert sorted((r.key, r.action) for r in results) == [
         ("model-build", "created"),
         ("model-deploy", "created"),

@@ -138,7 +138,7 @@ def test_approve_deploys_and_production_predicts_known_digits(deployed, capsys):
     # the compiled model-deploy DAG, run by the local executor
     assert [s["name"] for s in deployment["steps"]] == [
         "CreateModel", "StagingEndpointConfig", "StagingEndpoint", "SmokeTest", "PromoteToProduction",
-        "ProductionEndpointConfig", "ProductionAlarms", "ProductionEndpoint", "ProductionAutoscaling",
+        "ProductionAlarms", "ProductionEndpointConfig", "ProductionEndpoint", "ProductionAutoscaling",
     ]  # fmt: skip
     steps = {s["name"]: s for s in deployment["steps"]}
     assert steps["StagingEndpoint"]["report"]["passed"] is True  # gated before it took traffic
@@ -147,7 +147,7 @@ def test_approve_deploys_and_production_predicts_known_digits(deployed, capsys):
     assert [(a["actor"], a["action"], a["to_status"], a["reason"]) for a in doc["audit_trail"]] == [
         ("alice", "approve", "Approved", "first model")
     ]
-    assert doc["lineage"]["test_data_uri"].endswith("/preprocess/test")
+    assert doc["lineage"]["data_outputs"]["Preprocess.test"].endswith("/preprocess/test")
     assert {"preprocess", "evaluate"} <= set(doc["lineage"]["code_bundles"])
     (event,) = [e["event"] for e in Home.open(home).events.bus(doc["arn"])]
     assert event["detail-type"] == "SageMaker Model Package State Change"

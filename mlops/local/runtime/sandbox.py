@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from mlops.errors import MlopsError
 
@@ -302,12 +303,10 @@ def run_group(
             readers.append(t)
     status_path = work_dir / "supervisor-status.json"
     status_path.unlink(missing_ok=True)
+    launcher = LAUNCHERS[mode]
     watchdog = None
     try:
-        if mode == BWRAP:
-            roots = [_start_bwrap(instances, pipes, work_dir, status_path, bridges)]
-        else:
-            roots, watchdog = _start_direct(instances, pipes)
+        roots, watchdog = launcher.start(instances, pipes, work_dir, status_path, bridges)
     except BaseException:
         for t in readers:
             t.join(timeout=5)  # they see EOF once the write ends below are closed
@@ -346,14 +345,45 @@ def run_group(
             t.join(timeout=5)
         for f in log_files:
             f.close()
-    if mode == BWRAP:
-        try:
-            codes = json.loads(status_path.read_text())
-        except (OSError, ValueError):
-            codes = [roots[0].returncode or -signal.SIGKILL] * len(instances)
-    else:
-        codes = [p.returncode for p in roots]
+    codes = launcher.exit_codes(roots, status_path, len(instances))
     return GroupResult(codes, stopped, timed_out, {h: list(t) for h, t in tails.items()}, mode)
+
+
+# -- launchers ----------------------------------------------------------------------------------------------
+class Launcher(Protocol):
+    """Starts a job's instances and reports each one's exit code; the rest of run_group is shared."""
+
+    def start(self, instances, pipes, work_dir: Path, status_path: Path, bridges) -> tuple[list, int | None]:
+        """The root processes to wait for, and a watchdog fd to close afterwards (or None)."""
+        ...
+
+    def exit_codes(self, roots: list[subprocess.Popen], status_path: Path, count: int) -> list[int]: ...
+
+
+class NamespaceLauncher:
+    """Every instance in its own namespaces under one bwrap per job (sandbox at /opt/ml, algo-N hosts)."""
+
+    def start(self, instances, pipes, work_dir, status_path, bridges):
+        return [_start_bwrap(instances, pipes, work_dir, status_path, bridges)], None
+
+    def exit_codes(self, roots, status_path, count):
+        try:
+            return json.loads(status_path.read_text())
+        except (OSError, ValueError):  # the supervisor died before it wrote them
+            return [roots[0].returncode or -signal.SIGKILL] * count
+
+
+class MappedPathsLauncher:
+    """Plain processes whose container paths were rewritten to the sandbox dirs (no namespaces)."""
+
+    def start(self, instances, pipes, work_dir, status_path, bridges):
+        return _start_direct(instances, pipes)
+
+    def exit_codes(self, roots, status_path, count):
+        return [p.returncode for p in roots]
+
+
+LAUNCHERS: dict[str, Launcher] = {BWRAP: NamespaceLauncher(), NONE: MappedPathsLauncher()}
 
 
 def _wait_exit(procs: list[subprocess.Popen], timeout: float) -> None:
