@@ -205,6 +205,27 @@ class BaseConfig(Strict):
     local: Local = Local()
 
 
+# The account id of AWS's documentation examples: the shipped overlays hold it until a team fills in its own.
+PLACEHOLDER_ACCOUNT_IDS = ("123456789012",)  # noqa: config
+
+
+def placeholder_keys(cfg: BaseModel) -> dict[str, list[str]]:
+    """``{placeholder account id: [dotted keys whose value holds it]}`` for a loaded config."""
+    found: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str]] = [(cfg.model_dump(mode="json"), "")]
+    while stack:
+        value, key = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{key}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, str):
+            for account in PLACEHOLDER_ACCOUNT_IDS:
+                if re.search(rf"(?<!\d){account}(?!\d)", value):
+                    found.setdefault(account, []).append(key)
+    return {account: sorted(keys) for account, keys in found.items()}
+
+
 def project_root(info: ValidationInfo) -> Path:
     """The project root a validator may resolve paths against (passed as validation context)."""
     root = (info.context or {}).get("root")

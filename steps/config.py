@@ -56,6 +56,13 @@ class Training(Instances):
         Hyperparameters()
     )
     processes_per_host: Annotated[int, Field(ge=1, le=64, description="torchrun processes per instance.")] = 1
+    inter_container_traffic_encryption: Annotated[
+        bool,
+        Field(
+            description="Encrypt traffic between training hosts "
+            "(CreateTrainingJob EnableInterContainerTrafficEncryption; slower multi-host training)."
+        ),
+    ] = False
 
     @model_validator(mode="after")
     def _spot_wait(self):
@@ -100,7 +107,47 @@ class Data(Strict):
             raise ValueError(f"must be a file inside the project (got {v!r})")
         if not path.is_file():
             raise ValueError(f"file not found: {v}")
+        _check_suite(path, v)
         return v
+
+
+SUITE_KEYS = {"name", "expectations"}
+SUITE_ENTRY_KEYS = {"type", "kwargs", "column", "columns", "splits", "meta"}  # code/validate.py's ENTRY_KEYS
+SUITE_SPLITS = ("train", "validation", "test")
+
+
+def _check_suite(path, shown: str) -> None:
+    """The structure steps/validate_data/code/validate.py reads (checked here, at config time, rather than in
+    the container after preprocessing ran): a YAML mapping with a non-empty ``expectations`` list of entries,
+    each a mapping with a GX ``type`` (expect_*), ``kwargs`` a mapping and ``splits`` a list of split names."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{shown}: cannot read the suite ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ValueError(f"{shown}: not valid YAML{where}: {problem}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("expectations"), list) or not doc["expectations"]:
+        raise ValueError(f"{shown}: expected a mapping with a non-empty 'expectations' list")
+    if set(doc) - SUITE_KEYS:
+        raise ValueError(f"{shown}: unknown top-level key(s) {sorted(map(str, set(doc) - SUITE_KEYS))}")
+    for index, entry in enumerate(doc["expectations"]):
+        where = f"{shown}: entry {index}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise ValueError(f"{where}: expected a mapping with a 'type'")
+        if not entry["type"].startswith("expect_"):
+            raise ValueError(f"{where}: {entry['type']!r} is not a great-expectations expectation (expect_*)")
+        if set(entry) - SUITE_ENTRY_KEYS:
+            raise ValueError(f"{where}: unknown key(s) {sorted(map(str, set(entry) - SUITE_ENTRY_KEYS))}")
+        if not isinstance(entry.get("kwargs") or {}, dict):
+            raise ValueError(f"{where} ({entry['type']}): 'kwargs' must be a mapping")
+        splits = entry.get("splits")
+        if splits is not None and (not isinstance(splits, list) or not splits or not set(splits) <= set(SUITE_SPLITS)):
+            raise ValueError(f"{where} ({entry['type']}): 'splits' must be a non-empty list of {list(SUITE_SPLITS)}")
 
 
 class Evaluation(Strict):

@@ -86,7 +86,8 @@ def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compi
         assert train["EnableManagedSpotTraining"] is True
         assert train["StoppingCondition"]["MaxWaitTimeInSeconds"] == cfg.steps.train.spot.max_wait_s
         assert train["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
-        assert train["CheckpointConfig"]["S3Uri"].startswith(cfg.aws.s3_root)
+        ckpt = train["CheckpointConfig"]["S3Uri"]["Std:Join"]["Values"]  # per execution
+        assert ckpt[0].startswith(cfg.aws.s3_root) and ckpt[-1] == {"Get": "Execution.PipelineExecutionId"}
         assert train["HyperParameters"]["epochs"] == str(cfg.steps.train.hyperparameters.epochs)
     bundle = next(b for b in compiled_local.bundles if b.name.endswith("sm_drivers"))
     distributed = json.loads((bundle.source / "distributed.json").read_text())
@@ -184,3 +185,42 @@ def test_compile_twice_offline_without_aws_variables_is_byte_identical(tmp_path)
     manifest = json.loads((first / "manifest.json").read_text())
     for entry in manifest["bundles"]:
         assert (first / entry["tarball"]).is_file()
+
+
+@pytest.mark.slow
+def test_compile_and_validate_leave_the_temp_directory_empty(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "MLOPS_COMPILE_CACHE": str(tmp_path / "cache")}
+    for argv in (["compile", "--env", "local", "--out", str(tmp_path / "out")], ["validate", "--env", "local"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlops.cli", *argv], env=env, capture_output=True, text=True, cwd=ROOT, timeout=240
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(p.name for p in tmp.iterdir()) == [], argv
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_a_closed_compile_removes_its_staged_bundles(tmp_path):
+    from mlops.compile.bundles import BundleRegistry
+    from mlops.compile.compiler import Compiled
+
+    (tmp_path / "code.py").write_text("print(1)\n")
+    registry = BundleRegistry("s3://bucket/prefix")
+    bundle = registry.add("code", tmp_path / "code.py")
+    assert registry.staging.name.startswith("mlops-bundles-") and (bundle.source / "code.py").is_file()
+    with Compiled({}, {}, [bundle], registry=registry) as compiled:
+        assert compiled.bundles[0].source.is_dir()
+    assert not registry.staging.exists()
+    explicit = BundleRegistry("s3://bucket/prefix", staging=tmp_path / "mine")
+    explicit.add("code", tmp_path / "code.py")
+    del explicit  # the caller's directory outlives the registry
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_prod_training_encrypts_inter_container_traffic_and_local_does_not(compiled_local, compiled_prod):
+    def train(compiled):
+        return next(s for s in steps_by_name(compiled.definition("model-build")).values() if s["Type"] == "Training")
+
+    assert train(compiled_prod)["Arguments"]["EnableInterContainerTrafficEncryption"] is True
+    assert "EnableInterContainerTrafficEncryption" not in train(compiled_local)["Arguments"]

@@ -166,3 +166,54 @@ def test_no_account_region_role_bucket_or_instance_type_in_python_code():
             if pattern.search(line) and "noqa: config" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("expectations: [unclosed\n", r"not valid YAML at line \d+: "),
+        ("name: digits\n", "expected a mapping with a non-empty 'expectations' list"),
+        ("expectations:\n  - kwargs: {}\n", r"entry 0: expected a mapping with a 'type'"),
+        ("expectations:\n  - type: expect_x\n    kwargs: [1]\n", r"entry 0 \(expect_x\): 'kwargs' must be a mapping"),
+        ("expectations:\n  - type: expect_x\n    splits: [nope]\n", r"entry 0 \(expect_x\): 'splits' must be"),
+    ],
+)
+def test_a_broken_expectation_suite_fails_config_with_the_file_named(config_dir, text, reason):
+    suite = config_dir / "broken-suite.yaml"
+    suite.write_text(text)
+    rel = suite.relative_to(ROOT) if suite.is_relative_to(ROOT) else None
+    if rel is None:  # the suite must live inside the project: put it there for the test
+        target = ROOT / "build" / "test-suites" / f"{config_dir.parent.name}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        rel = target.relative_to(ROOT)
+    try:
+        _write_overlay(config_dir, _local_with("data.expectation_suite", str(rel)))
+        with pytest.raises(ConfigError) as err:
+            load_config("bad")
+        assert re.search(rf"data.expectation_suite: {re.escape(str(rel))}: {reason}", str(err.value)), str(err.value)
+        assert "\n" not in str(err.value)
+        assert main(["validate", "--env", "bad"]) == 2
+    finally:
+        (ROOT / rel).unlink(missing_ok=True)
+        for folder in (ROOT / "build" / "test-suites", ROOT / "build"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # leave the checkout as it was
+
+
+def test_a_suite_outside_the_project_is_refused(config_dir):
+    _write_overlay(config_dir, _local_with("data.expectation_suite", "../../../etc/passwd"))
+    with pytest.raises(ConfigError) as err:
+        load_config("bad")
+    assert "data.expectation_suite: must be a file inside the project (got '../../../etc/passwd')" in str(err.value)
+
+
+def test_config_warns_about_the_placeholder_account_but_exits_0(config_dir, capsys):
+    assert main(["config", "--env", "dev"]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "placeholder account id" in warning[0] and "aws.role_arn" in warning[0]
+    assert "ok config/dev.yaml" in captured.out
+    _write_overlay(config_dir, _local_with("aws.role_arn", "arn:aws:iam::210987654321:role/r"), name="own")
+    assert main(["config", "--env", "own"]) == 0
+    assert "warning" not in capsys.readouterr().err

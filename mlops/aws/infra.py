@@ -53,6 +53,40 @@ def repository_url(root: Path) -> str | None:
     return url
 
 
+def repository_warning(url: str) -> str | None:
+    """Why ``url`` is a poor CodeBuild source (not https: credentials or code travel unencrypted), or None."""
+    if url.lower().startswith("https://"):
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+    return (
+        f"RepositoryUrl {url!r} is not an https:// URL ({scheme}); CodeBuild's GITHUB source expects "
+        "https://github.com/ORG/REPO.git (pass --repo-url)"
+    )
+
+
+# Template parameter -> SageMaker SDK image framework whose registry account the execution role may pull from.
+IMAGE_ACCOUNT_PARAMETERS = {"FrameworkImageAccountId": "pytorch", "ScikitLearnImageAccountId": "sklearn"}
+
+
+def image_account(framework: str, region: str) -> str | None:
+    """The account that serves ``framework``'s SageMaker images in ``region`` (the SDK's registry), or None."""
+    try:
+        from sagemaker.core import image_uris
+
+        config = image_uris.config_for_framework(framework)
+    except Exception:  # no SDK, or it does not know the framework: the template's default applies
+        return None
+    for scope in ("training", "inference", None):
+        versions = (config.get(scope) if scope else config).get("versions") if isinstance(config, dict) else None
+        for spec in reversed(list((versions or {}).values())):
+            registries = spec.get("registries") or next(
+                (v.get("registries") for v in spec.values() if isinstance(v, dict) and "registries" in v), None
+            )
+            if registries and region in registries:
+                return str(registries[region])
+    return None
+
+
 def render_parameters(
     cfg, repo_url: str | None = None, branch: str = "main", *, root: Path | None = None
 ) -> dict[str, str]:
@@ -83,6 +117,10 @@ def render_parameters(
         "ScheduleState": "ENABLED" if cfg.schedule.enabled else "DISABLED",
         "FlexibleWindowMinutes": str(cfg.schedule.flexible_window_minutes),
         "RetryAttempts": str(cfg.retry.max_attempts),
+    } | {
+        key: account
+        for key, framework in IMAGE_ACCOUNT_PARAMETERS.items()
+        if (account := image_account(framework, cfg.aws.region))
     }
 
 
@@ -303,12 +341,12 @@ def bootstrap(
 def _stack(aws: Aws, name: str) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
-    try:
-        return aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
-    except ClientError as exc:
-        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
-            return None
-        with aws_call("cloudformation:DescribeStacks", f"stack {name}"):
+    with aws_call("cloudformation:DescribeStacks", f"stack {name}"):  # no credentials: one line, too
+        try:
+            return aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+        except ClientError as exc:
+            if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+                return None
             raise
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from mlops import s3uri
-from mlops.aws.session import Aws, AwsError, AwsNotFound, aws_call
+from mlops.aws.session import Aws, AwsCredentialsError, AwsError, AwsNotFound, aws_call
 from mlops.definition.diff import definition_diff
 from mlops.definition.parameters import convert, declared
 from mlops.errors import ParameterError
@@ -144,14 +144,16 @@ def check_role(aws: Aws, role_arn: str) -> None:
     """Fail with one line when the execution role does not exist; skip quietly if we may not look."""
     role_name = role_arn.rsplit("/", 1)[-1]
     try:
-        aws.client("iam").get_role(RoleName=role_name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code == "NoSuchEntity":
-            raise AwsNotFound(
-                f"aws.role_arn: role {role_name} does not exist in this account (run `mlops bootstrap` first)"
-            ) from None
-        log.debug("cannot check role %s (%s); CreatePipeline will", role_name, code)
+        with aws_call("iam:GetRole", f"role {role_name}"):
+            aws.client("iam").get_role(RoleName=role_name)
+    except AwsNotFound:
+        raise AwsNotFound(
+            f"aws.role_arn: role {role_name} does not exist in this account (run `mlops bootstrap` first)"
+        ) from None
+    except AwsCredentialsError:
+        raise
+    except AwsError as exc:  # e.g. no iam:GetRole permission: CreatePipeline checks the role itself
+        log.debug("cannot check role %s (%s); CreatePipeline will", role_name, exc)
 
 
 def _same_deployment(deployed: dict[str, Any], request: dict[str, Any]) -> bool:
@@ -335,27 +337,27 @@ class ExecutionWatcher:
         if not self.steps_supported:
             return None
         rows = []
-        try:
-            paginator = self.aws.sagemaker.get_paginator("list_pipeline_execution_steps")
-            for page in paginator.paginate(PipelineExecutionArn=arn, SortOrder="Ascending"):
-                for step in page.get("PipelineExecutionSteps", []):
-                    rows.append(
-                        StepRow(
-                            name=step.get("StepDisplayName") or step["StepName"],
-                            status=step.get("StepStatus", "Unknown"),
-                            started=step.get("StartTime"),
-                            ended=step.get("EndTime"),
-                            reason=step.get("FailureReason", ""),
-                            kind=_step_kind(step),
+        with aws_call("sagemaker:ListPipelineExecutionSteps", arn):
+            try:
+                paginator = self.aws.sagemaker.get_paginator("list_pipeline_execution_steps")
+                for page in paginator.paginate(PipelineExecutionArn=arn, SortOrder="Ascending"):
+                    for step in page.get("PipelineExecutionSteps", []):
+                        rows.append(
+                            StepRow(
+                                name=step.get("StepDisplayName") or step["StepName"],
+                                status=step.get("StepStatus", "Unknown"),
+                                started=step.get("StartTime"),
+                                ended=step.get("EndTime"),
+                                reason=step.get("FailureReason", ""),
+                                kind=_step_kind(step),
+                            )
                         )
-                    )
-        except ClientError as exc:
-            if _unsupported(exc):
+            except ClientError as exc:
+                if not _unsupported(exc):
+                    raise
                 log.info("the endpoint has no ListPipelineExecutionSteps; showing the execution status only")
                 self.steps_supported = False
                 return None
-            with aws_call("sagemaker:ListPipelineExecutionSteps", arn):
-                raise
         return rows
 
 

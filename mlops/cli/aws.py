@@ -26,6 +26,7 @@ def _aws(cfg):
 
 
 def _compile(args, status):
+    """The compiled project; use it in a ``with`` block so that its staged bundle files are removed."""
     from mlops.cli.build import compile_project
 
     return compile_project(args, status)[1]
@@ -57,20 +58,20 @@ def cmd_upsert(args) -> int:
     cfg = args.config
     aws = _aws(cfg)
     with out.status("loading ...") as status:
-        compiled = _compile(args, status)
-        status.update(f"uploading {len(compiled.bundles)} code bundle(s) and upserting ...")
-        uploads, results = upsert(
-            aws,
-            cfg,
-            compiled.definitions,
-            compiled.pipeline_names,
-            compiled.bundles,
-            commit=git_commit(args.project.root),
-            on_progress=lambda msg: (
-                status.update(msg),
-                out.print(msg) if msg.startswith("uploaded") else None,
-            ),
-        )
+        with _compile(args, status) as compiled:
+            status.update(f"uploading {len(compiled.bundles)} code bundle(s) and upserting ...")
+            uploads, results = upsert(
+                aws,
+                cfg,
+                compiled.definitions,
+                compiled.pipeline_names,
+                compiled.bundles,
+                commit=git_commit(args.project.root),
+                on_progress=lambda msg: (
+                    status.update(msg),
+                    out.print(msg) if msg.startswith("uploaded") else None,
+                ),
+            )
     out.print(f"bundles: {len(uploads.uploaded)} file(s) uploaded, {uploads.present} already there")
     for r in results:
         word = {
@@ -187,6 +188,7 @@ def cmd_diff(args) -> int:
     aws = _aws(cfg)
     with out.status("loading ...") as status:
         compiled = _compile(args, status)
+        compiled.close()  # only the definitions are needed
         status.update("reading the deployed definitions ...")
         diffs = diff(aws, compiled.definitions, compiled.pipeline_names)
     if args.format == "json":
@@ -212,6 +214,7 @@ def cmd_infra_render(args) -> int:
 
     cfg = args.config
     params = render_parameters(cfg, repo_url=args.repo_url, branch=args.branch, root=args.project.root)
+    _warn_repository(params["RepositoryUrl"])
     path = write_parameters(params, Path(args.out) if args.out else _default_params_path(args))
     if args.format == "json":
         print_json({"path": str(path), "parameters": params})
@@ -225,6 +228,15 @@ def cmd_infra_render(args) -> int:
         table.add_row(k, v)
     _console().print(table)
     return 0
+
+
+def _warn_repository(url: str) -> None:
+    from mlops.aws.infra import repository_warning
+    from mlops.cli.console import err, escape
+
+    warning = repository_warning(url)
+    if warning:
+        err().print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def cmd_bootstrap(args) -> int:

@@ -28,7 +28,8 @@ def cmd_compile(args: Invocation) -> int:
     console = out()
     with console.status("loading config ...") as status:
         _, compiled, seconds = compile_project(args, status)
-        written = write_outputs(compiled, Path(args.out))
+        with compiled:  # the staged bundle files go once the tarballs are written
+            written = write_outputs(compiled, Path(args.out))
     for path in written:
         console.print(f"wrote {path}")
     console.print(
@@ -44,6 +45,7 @@ def cmd_validate(args: Invocation) -> int:
     console = out()
     with console.status("loading config ...") as status:
         _, compiled, _ = compile_project(args, status)
+        compiled.close()  # only the definitions are needed
         status.update("checking the definitions against botocore's service model ...")
         results = {key: validate_definition(compiled.definition(key)) for key in compiled.definitions}
     problems = 0
@@ -66,6 +68,7 @@ def cmd_graph(args: Invocation) -> int:
     console = out()
     with console.status("loading config ...") as status:
         _, compiled, _ = compile_project(args, status)
+        compiled.close()  # only the definitions are needed
     definition = compiled.definition(args.pipeline or args.project.declaration.default_pipeline)
     text = mermaid(definition)
     console.print(text, markup=False, end="")
@@ -93,6 +96,7 @@ def cmd_config(args: Invocation) -> int:
             console.print("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |", markup=False)
         return 0
     cfg = args.config
+    _warn_placeholders(cfg, args.environment)
     if args.format == "json":
         print_json(cfg.model_dump(mode="json"))
     else:
@@ -100,6 +104,20 @@ def cmd_config(args: Invocation) -> int:
             f"[green]ok[/] config/{args.environment}.yaml (+ base.yaml, MLOPS__ overrides) is valid"
         )
     return 0
+
+
+def _warn_placeholders(cfg, environment: str) -> None:
+    """A warning on stderr (the exit code stays 0) while the config still holds a placeholder account id."""
+    from mlops.cli.console import err
+    from mlops.config import placeholder_keys
+
+    for account, keys in placeholder_keys(cfg).items():
+        shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        err().print(
+            f"[yellow]warning:[/] config {environment} still holds the placeholder account id {account} "
+            f"({shown}): put your AWS account id in config/{environment}.yaml",
+            markup=True,
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,9 @@
-"""``mlops models list|show|approve|reject``: the local registry (default) or SageMaker's (``--target aws``).
+"""``mlops models list|show|approve|reject|verify``: the local registry (default) or SageMaker's (``--target aws``).
 
 Approving locally records the state change event and, when the deploy rule's pattern matches it, runs the
 project's deploy pipeline through the local executor with live progress (``--no-deploy`` skips it).
+Rejecting a version that serves on a local endpoint is refused unless ``--undeploy`` stops those endpoints.
+``verify`` walks the local audit trail's hash chain: exit 0 when intact, 1 with the first broken row.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 from rich.table import Table
 
-from mlops.cli.console import escape, out, print_json, short_time
+from mlops.cli.console import err, escape, out, print_json, short_time
 from mlops.cli.invocation import Invocation, add_env, add_format, add_home
-from mlops.registry import STATUSES
+from mlops.registry import STATUSES, ApprovalError
 
 LOCAL, AWS = "local", "aws"
 
@@ -53,6 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("reject", cmd_reject, "reject a version")
     _version_args(p)
     _change_args(p)
+    p.add_argument("--undeploy", action="store_true",
+                   help="stop the local endpoints that serve this version (local target)")  # fmt: skip
+
+    p = msub.add_parser("verify", help="check the local audit trail's hash chain",
+                        description="check the local audit trail's hash chain (exit 1 at the first broken row)")  # fmt: skip
+    add_env(p)
+    add_home(p)
+    add_format(p)
+    p.set_defaults(func=cmd_verify, target=LOCAL)
 
 
 def _version_args(p: argparse.ArgumentParser) -> None:
@@ -176,9 +187,39 @@ def cmd_show(args: Invocation) -> int:
 
 
 def cmd_reject(args: Invocation) -> int:
-    change = _registry(args).reject(args.version, args.reason, actor=_actor(args), group=args.group)
-    out().print(change.message if change.changed else f"[yellow]{escape(change.message)}[/]")
+    registry = _registry(args)
+    if args.target == AWS:
+        if args.undeploy:
+            raise ApprovalError("--undeploy stops local endpoints; it has no meaning with --target aws")
+        change = registry.reject(args.version, args.reason, actor=_actor(args), group=args.group)
+    else:
+        change = registry.reject(
+            args.version, args.reason, actor=_actor(args), group=args.group, undeploy=args.undeploy
+        )
+    console = out()
+    for endpoint in change.extra.get("stopped", []):
+        console.print(f"stopped endpoint {escape(endpoint)} (it served {escape(change.package['group_name'])}"
+                      f"/{change.package['version']})")  # fmt: skip
+    console.print(escape(change.message) if change.changed else f"[yellow]{escape(change.message)}[/]")
     return 0
+
+
+def cmd_verify(args: Invocation) -> int:
+    check = _registry(args).verify()
+    if args.format == "json":
+        print_json({"intact": check.intact, "rows": check.rows, "head": check.head, "broken": check.broken})
+        return 0 if check.intact else 1
+    if check.intact:
+        out().print(f"audit trail intact: {check.rows} rows (head {check.head[:16]})")
+        return 0
+    b = check.broken
+    version = f"{b['group_name']}/{b['version']}" if b["group_name"] else "-"
+    err().print(
+        f"[bold red]audit trail broken[/] at row id {b['id']} (version {escape(version)}): {escape(b['what'])}"
+        f"; the {check.rows} rows before it are intact",
+        soft_wrap=True,
+    )
+    return 1
 
 
 def cmd_approve(args: Invocation) -> int:

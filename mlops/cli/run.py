@@ -75,7 +75,9 @@ def read_definition(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DefinitionError(f"{path}: file not found") from None
-    except (ValueError, RecursionError) as err:
+    except RecursionError:
+        raise DefinitionError(f"{path}: nested too deeply to be a pipeline definition") from None
+    except ValueError as err:
         raise DefinitionError(f"{path}: not valid JSON ({str(err)[:120]})") from None
     if not isinstance(data, dict):
         raise DefinitionError(f"{path}: expected a JSON object (a pipeline definition)")
@@ -86,10 +88,11 @@ def cmd_run(args: Invocation) -> int:
     from mlops.cli.progress import RunProgress
     from mlops.definition.parameters import parse_assignments
     from mlops.local.options import RunOptions
-    from mlops.local.scheduler import run_definition
+    from mlops.local.scheduler import refuse_params_on_resume, run_definition
 
     console = out()
     params = parse_assignments(args.param)
+    refuse_params_on_resume(args.resume, params)  # before compiling anything
     if args.definition:
         settings: dict[str, Any] = {
             "definition": read_definition(args.definition),

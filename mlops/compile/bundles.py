@@ -9,6 +9,7 @@ import json
 import shutil
 import tarfile
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +65,24 @@ def tree_digest(root: Path, files: list[str]) -> str:
 
 @dataclass
 class BundleRegistry:
-    """Collects the bundles one compile references; stages their files in a private directory."""
+    """Collects the bundles one compile references; stages their files in a private directory.
+
+    Without an explicit ``staging`` the registry owns a fresh ``mlops-bundles-*`` temp directory and removes
+    it on ``discard()``, when the registry is garbage-collected, or at interpreter exit, whichever comes
+    first; an explicit ``staging`` directory belongs to the caller and is only removed by ``discard()``.
+    """
 
     s3_root: str
-    staging: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mlops-bundles-")))
+    staging: Path | None = None
     bundles: dict[str, Bundle] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.staging is None:
+            self.staging = Path(tempfile.mkdtemp(prefix="mlops-bundles-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.staging), True)
+        else:
+            self.staging = Path(self.staging)
+            self._cleanup = None
 
     def add(self, name: str, source: Path) -> Bundle:
         source = Path(source)
@@ -94,7 +108,10 @@ class BundleRegistry:
 
     def discard(self) -> None:
         """Remove the staged files (after they were copied elsewhere, or on a failed compile)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
+        else:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def sorted(self) -> list[Bundle]:
         return sorted(self.bundles.values(), key=lambda b: (b.name, b.sha256))

@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlops.compile.bundles import Bundle, BundleRegistry, manifest_json, write_tarball
 from mlops.errors import DefinitionError
@@ -26,6 +27,20 @@ class Compiled:
     definitions: dict[str, str]  # "model-build" -> definition JSON as CreatePipeline receives it
     pipeline_names: dict[str, str]  # "model-build" -> SageMaker pipeline name
     bundles: list[Bundle]
+    # The BundleRegistry whose staging directory holds the bundles' files (None once they live elsewhere,
+    # e.g. in the compile cache); it is removed on close(), on garbage collection or at exit.
+    registry: Any = field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Remove the staged bundle files (after write_outputs, upsert, or when only definitions were needed)."""
+        if self.registry is not None:
+            self.registry.discard()
+
+    def __enter__(self) -> Compiled:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def definition(self, key: str) -> dict:
         if key not in self.definitions:
@@ -62,7 +77,7 @@ def compile_pipelines(project: Project, cfg) -> Compiled:
             raise DefinitionError(
                 f"could not build the pipeline definition: {type(exc).__name__}: {exc}"
             ) from exc
-        return Compiled(definitions, names, bundles.sorted())
+        return Compiled(definitions, names, bundles.sorted(), registry=bundles)
     except BaseException:
         bundles.discard()
         raise
@@ -132,8 +147,7 @@ def compile_cached(project: Project, cfg, cache_root: Path | None = None) -> Com
         os.replace(stage, entry)
     except OSError:  # another run cached the same entry first
         shutil.rmtree(stage, ignore_errors=True)
-    for staging in {b.source.parent.parent for b in compiled.bundles}:
-        shutil.rmtree(staging, ignore_errors=True)  # the cache entry holds the files now
+    compiled.close()  # the cache entry holds the files now
     bundles = [
         Bundle(b.name, b.sha256, b.s3_uri, entry / "bundles" / b.name / b.sha256, b.files) for b in compiled.bundles
     ]

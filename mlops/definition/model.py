@@ -27,6 +27,9 @@ EXECUTION_VARIABLES = {
     "PipelineExecutionStartTime",
 }
 BRANCHES = (("IfSteps", True), ("ElseSteps", False))
+# Deeper than any definition the SDK writes (about 15 levels) and shallow enough that every recursive
+# reader (expressions, JSON encoding, comparisons) stays far from Python's recursion limit.
+MAX_DEPTH = 100
 
 
 @dataclass
@@ -80,6 +83,34 @@ def iter_gets(value: Any) -> Iterator[str]:
             yield from iter_gets(v)
 
 
+def check_depth(definition: Mapping[str, Any], limit: int = MAX_DEPTH) -> None:
+    """Refuse a definition nested deeper than ``limit`` (walked without recursion, so any depth is safe)."""
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(definition, 0, ())]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > limit:
+            top = path[0] if path else ""
+            if top == "Steps" and len(path) > 1:
+                spec = definition["Steps"][path[1]]
+                name = spec.get("Name") if isinstance(spec, Mapping) else None
+                where = f"step {str(name)[:80]!r}" if isinstance(name, str) else f"Steps[{path[1]}]"
+                field_name = ".".join(str(p) for p in path[2:4] if isinstance(p, str))[:80]
+                where += f": {field_name}" if field_name else ""
+            else:
+                where = str(top)[:80] or "the definition"
+            raise DefinitionError(f"{where} is nested more than {limit} levels deep")
+        if isinstance(node, Mapping):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        for key, value in items:
+            if isinstance(value, Mapping | list):
+                stack.append((value, depth + 1, path + (key,) if len(path) < 4 else path))
+    return None
+
+
 def parse(definition: Any) -> Definition:
     """Flatten, link and order the steps; a DefinitionError names the step before anything runs.
 
@@ -89,6 +120,7 @@ def parse(definition: Any) -> Definition:
     """
     if not isinstance(definition, Mapping) or not isinstance(definition.get("Steps"), list):
         raise DefinitionError("not a pipeline definition: expected a JSON object with a Steps list")
+    check_depth(definition)
     params = definition.get("Parameters") or []
     if not isinstance(params, list):
         raise DefinitionError("Parameters must be a list of objects, each with a Name")
@@ -101,7 +133,7 @@ def parse(definition: Any) -> Definition:
         if not isinstance(name, str) or not STEP_NAME.match(name):
             raise DefinitionError(f"invalid step Name {str(name)[:80]!r} (letters, digits, - and _)")
         if not isinstance(kind, str) or not kind:
-            raise DefinitionError(f"step {name!r}: every step needs a Type")
+            raise DefinitionError(f"step {name!r}: every step needs a Type (a non-empty string)")
         if name in steps:
             if steps[name].spec == spec:
                 return
@@ -127,7 +159,7 @@ def parse(definition: Any) -> Definition:
             raise DefinitionError(f"step {step.name!r}: DependsOn must be a list of step names")
         for dep in depends_on:
             if dep not in steps:
-                raise DefinitionError(f"step {step.name!r}: DependsOn names unknown step {dep!r}")
+                raise DefinitionError(f"step {step.name!r}: DependsOn names unknown step {dep[:80]!r}")
             step.deps.add(dep)
         values = step.own_values()
         for path in sorted(set(iter_gets([values.get("Arguments"), step.spec.get("PropertyFiles") or []]))):
@@ -136,7 +168,7 @@ def parse(definition: Any) -> Definition:
                 continue
             if m.group(1) not in steps:
                 raise DefinitionError(
-                    f"step {step.name!r}: reference {path!r} names unknown step {m.group(1)!r}"
+                    f"step {step.name!r}: reference {path[:120]!r} names unknown step {m.group(1)[:80]!r}"
                 )
             step.deps.add(m.group(1))
         if step.branch:

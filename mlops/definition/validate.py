@@ -13,23 +13,10 @@ from dataclasses import dataclass
 from mlops.botocore_check import problems, service_model
 from mlops.definition.expressions import is_expression
 from mlops.definition.model import EXECUTION_VARIABLES, STEP_REF, Step, iter_gets, parse
+from mlops.definition.preflight import OPERATIONS
+from mlops.definition.preflight import problems as preflight_problems
 from mlops.errors import DefinitionError
 
-# Step type -> (create operation, name member the pipeline fills in at run time, describe operation).
-OPERATIONS = {
-    "Processing": ("CreateProcessingJob", "ProcessingJobName", "DescribeProcessingJob"),
-    "Training": ("CreateTrainingJob", "TrainingJobName", "DescribeTrainingJob"),
-    "Transform": ("CreateTransformJob", "TransformJobName", "DescribeTransformJob"),
-    "Tuning": (
-        "CreateHyperParameterTuningJob",
-        "HyperParameterTuningJobName",
-        "DescribeHyperParameterTuningJob",
-    ),
-    "RegisterModel": ("CreateModelPackage", None, "DescribeModelPackage"),
-    "Model": ("CreateModel", "ModelName", "DescribeModel"),
-    "EndpointConfig": ("CreateEndpointConfig", "EndpointConfigName", "DescribeEndpointConfig"),
-    "Endpoint": ("CreateEndpoint", None, "DescribeEndpoint"),
-}
 NO_REQUEST = {"Condition", "Fail"}
 INDEX = re.compile(r"\[(?:'([^']*)'|(\d+))\]")
 
@@ -126,6 +113,8 @@ def _check_reference(path: str, info: Step, steps: dict[str, Step], params: set[
     m = STEP_REF.match(path)
     if not m:
         return f"reference {path!r}: must start with Parameters., Execution. or Steps."
+    if m.group(1) not in steps:  # outside Arguments/PropertyFiles, which parse has checked already
+        return f"reference {path!r} names unknown step {m.group(1)!r}"
     target, rest = steps[m.group(1)], m.group(2)
     if rest.startswith(".PropertyFiles."):
         declared = {p.get("PropertyFileName") for p in (target.spec.get("PropertyFiles") or [])}
@@ -151,6 +140,9 @@ def validate_definition(definition: dict) -> list[Finding]:
         model = parse(definition)
     except DefinitionError as exc:
         return [Finding("", str(exc))]
+    shape = [Finding(p.step, f"{p.field}: {p.message}" if p.field else p.message) for p in preflight_problems(model)]
+    if shape:  # the checks below assume the shapes they read
+        return shape
     steps = model.steps
     params = {p.get("Name") for p in model.parameters if isinstance(p, dict)}
     used: set[str] = set()
@@ -164,7 +156,7 @@ def validate_definition(definition: dict) -> list[Finding]:
         if info.type in NO_REQUEST:
             continue
         if info.type not in OPERATIONS:
-            findings.append(Finding(info.name, f"step type {info.type!r} is not checked against botocore"))
+            findings.append(Finding(info.name, f"step type {info.type[:80]!r} is not checked against botocore"))
             continue
         operation, name_member, _ = OPERATIONS[info.type]
         for problem in validate_request(operation, info.arguments, name_member):

@@ -35,6 +35,15 @@ class StepFailure(MlopsError):
         self.step = step
 
 
+class RuntimeFault(MlopsError):
+    """The local runtime itself failed for an infrastructure reason (not the job, not its request): the one
+    kind of failure RetryPolicies cover, under ``exception_type`` (a RetryPolicies ExceptionType)."""
+
+    def __init__(self, message: str, exception_type: str = "SageMaker.JOB_INTERNAL_ERROR"):
+        super().__init__(message)
+        self.exception_type = exception_type
+
+
 @dataclass
 class Outcome:
     """What a handler returns: the status and the properties its Describe* call would."""

@@ -1,33 +1,23 @@
-"""Which failures a RetryPolicy covers, and how long to wait before the next attempt."""
+"""Which failures a RetryPolicy covers, and how long to wait before the next attempt.
+
+As on SageMaker, a policy covers only faults of the platform itself: here the local runtime's own
+infrastructure, raised as :class:`mlops.local.records.RuntimeFault` with the ExceptionType it stands for.
+A job's own error is never retried, whatever its text says, and neither is a request the runtime refuses
+or an OSError caused by the job's input.
+"""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-# How a local job failure maps onto the ExceptionType names of RetryPolicies. Anything else is the
-# algorithm's own error, which SageMaker does not retry either.
-FAILURE_CLASSES = (
-    ("SageMaker.CAPACITY_ERROR", re.compile(r"capacity", re.I)),
-    ("SageMaker.RESOURCE_LIMIT", re.compile(r"resource ?limit|ResourceLimitExceeded|quota exceeded", re.I)),
-    ("Step.THROTTLING", re.compile(r"throttl|rate exceeded|too many requests|SlowDown", re.I)),
-    ("SageMaker.JOB_INTERNAL_ERROR", re.compile(r"internal ?(server ?)?error|InternalFailure", re.I)),
-    ("Step.SERVICE_FAULT", re.compile(r"service ?fault|ServiceUnavailable", re.I)),
-)
+from mlops.local.records import RuntimeFault
 
 
-def classify_failure(reason: str | None) -> str | None:
-    """The RetryPolicies ExceptionType a failure reason belongs to, or None when it is not retryable."""
-    for name, pattern in FAILURE_CLASSES:
-        if reason and pattern.search(reason):
-            return name
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ records
-
+def classify_failure(err: BaseException | None) -> str | None:
+    """The RetryPolicies ExceptionType a failure belongs to, or None when it is not retryable."""
+    return err.exception_type if isinstance(err, RuntimeFault) else None
 
 
 def retry_delay(policies: list[Mapping[str, Any]], error_class: str | None, attempt: int, since: float):

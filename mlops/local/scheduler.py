@@ -22,10 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlops.definition import preflight
 from mlops.definition.expressions import Context
 from mlops.definition.model import Definition, Step, parse
 from mlops.definition.parameters import parameter_values
-from mlops.errors import DefinitionError, MlopsError
+from mlops.errors import DefinitionError, MlopsError, ParameterError
 from mlops.local import handlers
 from mlops.local.arns import arn_prefix
 from mlops.local.options import RunOptions
@@ -48,13 +49,15 @@ NEEDS_AWS_STANDINS = ("EndpointConfig", "Endpoint")
 
 
 def plan(definition: Mapping[str, Any]) -> Definition:
-    """The parsed definition, refused before anything runs when a step's type has no handler."""
+    """The parsed definition, refused before anything runs when a step's type has no handler or a step's
+    arguments have the wrong shape (``mlops.definition.preflight``: the step and the field named)."""
     model = parse(definition)
+    preflight.check(model)
     unsupported = [s for s in model.steps.values() if handlers.handler_for(s.type) is None]
     if unsupported:
         step = unsupported[0]
         raise DefinitionError(
-            f"step {step.name}: type {step.type} is not supported by the local executor "
+            f"step {step.name}: type {step.type[:80]} is not supported by the local executor "
             f"(supported: {', '.join(handlers.supported())})"
         )
     return model
@@ -96,6 +99,7 @@ class RunningExecution:
         self.lock = threading.Lock()
         self.records: dict[str, StepRecord] = {n: StepRecord(n, s.type) for n, s in self.steps.items()}
         self.properties: dict[str, dict[str, Any]] = {}
+        self.previous_attempts: dict[str, int] = {}
 
     # -------------------------------------------------------------------------------- events and records
 
@@ -153,6 +157,7 @@ class RunningExecution:
         """Keep what a resumed execution already finished; everything else runs again."""
         for row in previous:
             name = row["name"]
+            self.previous_attempts[name] = int(row.get("attempts") or 0)  # attempt numbers go on from here
             if name in self.steps and row["status"] == "Succeeded" and row["properties"] is not None:
                 self.records[name] = StepRecord.from_row(row)
                 self.properties[name] = row["properties"]
@@ -278,14 +283,15 @@ class RunningExecution:
 
 @dataclass
 class _Signals:
-    """Turn SIGINT/SIGTERM into a stop event while a run is in progress (main thread only)."""
+    """Turn SIGINT/SIGTERM/SIGHUP (a closed terminal) into a stop event while a run is in progress (main
+    thread only), so that every job is stopped and the execution recorded Stopped."""
 
     stop: threading.Event
     saved: dict = field(default_factory=dict)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.saved[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -296,6 +302,15 @@ class _Signals:
     def __exit__(self, *exc):
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+
+
+def refuse_params_on_resume(resume: str | None, params: Mapping[str, Any] | None) -> None:
+    """A resume re-runs the execution with its own parameters (SageMaker's RetryPipelineExecution)."""
+    if resume and params:
+        raise ParameterError(
+            f"--param cannot be used with --resume: execution {resume} runs again with its own parameters"
+            f" (given: {', '.join(sorted(dict(params)))})"
+        )
 
 
 def run_definition(
@@ -318,11 +333,12 @@ def run_definition(
     model = plan(definition)
     stop = options.stop or threading.Event()
     previous: list[dict[str, Any]] = []
+    refuse_params_on_resume(options.resume, options.params)
     if options.resume:
         row = h.runs.get(options.resume)
         if row is None:
             raise MlopsError(f"no execution {options.resume} in {h.root}")
-        values = parameter_values(definition, {**row["parameters"], **dict(options.params)})
+        values = parameter_values(definition, dict(row["parameters"]))
         h.runs.claim(row["id"], definition, values)
         execution_id, name = row["id"], row["pipeline_name"]
         previous = h.runs.steps(execution_id)

@@ -2,6 +2,11 @@
 
 An approval records the "SageMaker Model Package State Change" event that SageMaker would put on the
 default bus, so the local deploy is started by the same event the EventBridge rule matches on AWS.
+
+A version that serves on a local endpoint is never Rejected silently: ``reject`` refuses with the endpoints
+it serves on, unless ``undeploy=True``, which stops those endpoints first (each stop is an audit row) and then
+records the rejection. Stopping first means a failure half-way leaves a stopped endpoint, never a Rejected
+version that still answers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from mlops.aws.events import sample_state_change_event
 from mlops.local.state.home import Home
+from mlops.local.state.registry import AuditCheck
 from mlops.registry import (
     APPROVED,
     REJECTED,
@@ -97,16 +103,62 @@ class LocalRegistry(StatusChanges):
             "deployments": self.home.deployments.list(row["arn"]),
         }
 
-    def _change(
-        self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None
+    def verify(self) -> AuditCheck:
+        """Walk the audit trail's hash chain (see ``mlops.local.state.registry``)."""
+        return self.home.registry.verify_audit()
+
+    def serving_endpoints(self, package: dict[str, Any]) -> list[str]:
+        """Names of the local endpoints whose active version is this package and that are not Stopped."""
+        from mlops.serving import supervisor
+
+        label = f"{package['group_name']}/{package['version']}"
+        return [
+            e.name
+            for e in supervisor.list_endpoints(home=self.home.root)
+            if e.status != supervisor.STOPPED and e.active is not None and e.active.version == label
+        ]
+
+    def reject(
+        self, ref: str, reason: str, *, actor: str, group: str | None = None, undeploy: bool = False
     ) -> StatusChange:
+        return self._change(ref, REJECTED, reason, actor=actor, force=False, group=group, undeploy=undeploy)
+
+    def _undeploy(self, row: dict[str, Any], endpoints: list[str], *, actor: str, reason: str) -> list[str]:
+        from mlops.serving import supervisor
+
+        stopped = []
+        for endpoint in endpoints:
+            supervisor.stop_endpoint(endpoint, home=self.home.root)
+            stopped.append(endpoint)
+            self.home.registry.add_audit(
+                row, actor=actor, action="undeploy", reason=f"stopped endpoint {endpoint} to reject: {reason}"
+            )
+            log.warning("stopped endpoint %s: it served %s/%s", endpoint, row["group_name"], row["version"])
+        return stopped
+
+    def _change(
+        self, ref: str, target: str, reason: str, *, actor: str, force: bool, group: str | None,
+        undeploy: bool = False,
+    ) -> StatusChange:  # fmt: skip
         row = self.get(ref, group)
         name = f"model version {row['group_name']}/{row['version']}"
         previous = row["approval_status"]
         verb = "approve" if target == APPROVED else "reject"
+        stopped: list[str] = []
+        if target == REJECTED:
+            if not reason or not reason.strip():
+                check_transition(name, previous, target, reason, force)  # raises: a reason is required
+            serving = self.serving_endpoints(row)
+            if serving and not undeploy:
+                raise ApprovalError(
+                    f"{name} serves on {', '.join(serving)}; pass --undeploy to stop it, "
+                    "or approve another version first"
+                )
+            stopped = self._undeploy(row, serving, actor=actor, reason=reason.strip())
         if not check_transition(name, previous, target, reason, force):
             self.home.registry.add_audit(row, actor=actor, action=f"{verb} (no change)", reason=reason.strip())
-            return StatusChange(row, previous, target, False, f"{name} is already {target}; nothing to do")
+            return StatusChange(row, previous, target, False, f"{name} is already {target}; nothing to do",
+                                extra={"stopped": stopped})  # fmt: skip
         action = f"{verb} (forced)" if force and previous == REJECTED else verb
         row = self.home.registry.set_approval_status(
             row["group_name"], row["version"], target, expected=previous, actor=actor, reason=reason.strip(),
@@ -115,7 +167,9 @@ class LocalRegistry(StatusChanges):
         event = state_change_event(row)
         self.home.events.publish(event)
         log.info("%s: %s -> %s by %s", name, previous, target, actor)
-        return StatusChange(row, previous, target, True, f"{name}: {previous} -> {target}", event)
+        return StatusChange(
+            row, previous, target, True, f"{name}: {previous} -> {target}", event, extra={"stopped": stopped}
+        )
 
 
 def code_bundles(definition: dict[str, Any] | str | None) -> dict[str, str]:

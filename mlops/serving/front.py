@@ -11,6 +11,20 @@ latency (see bench/bench_endpoint.py for direct vs front figures).
 
 The supervisor switches the active version by rewriting ``upstream.json`` (atomically) in the endpoint dir;
 the front polls its mtime, swaps its upstream and acknowledges in ``front.json`` with the same generation.
+
+Client connections have two timeouts, checked by one sweep over the connections (no timer per request):
+
+- header (``--header-timeout``, default 10 s, or ``MLOPS_FRONT_HEADER_TIMEOUT_S``): from a connection's start,
+  or the first byte of a request, until its headers are complete; a slow client (slowloris) gets a 408 and
+  is closed. A body must keep arriving: no byte for the idle timeout closes the connection too;
+- idle (``--idle-timeout``, default 60 s, or ``MLOPS_FRONT_IDLE_TIMEOUT_S``): a keep-alive connection with no
+  request in flight and none begun is closed quietly after this long.
+
+A request being answered is never cut: the model server's own time limit (``UPSTREAM_TIMEOUT_S``) governs it.
+
+A watchdog thread replaces the active version's model server when its process is gone (see
+``supervisor.restart_dead_version``), retrying with a growing pause while the replacement fails;
+``--no-restart`` or ``MLOPS_FRONT_RESTART=0`` turn it off.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httptools
@@ -37,6 +53,10 @@ ACK_FILE = "front.json"
 POLL_S = 0.05
 UPSTREAM_TIMEOUT_S = 120.0
 SHUTDOWN_GRACE_S = 10.0
+HEADER_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 60.0
+WATCH_S = 0.5  # how often the watchdog looks at the active version's process
+RESTART_BACKOFF_MAX_S = 60.0
 # Dropped when relaying a request: they describe the client's connection to us, not ours to the version.
 HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade")
@@ -141,12 +161,26 @@ class Upstream:
 class Front:
     """Shared state: the active upstream and the requests in flight (for a graceful shutdown)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, *, header_timeout: float = HEADER_TIMEOUT_S, idle_timeout: float = IDLE_TIMEOUT_S
+    ) -> None:
         self.state_dir = state_dir
         self.upstream: Upstream | None = None
         self.generation = -1
         self._mtime = 0
         self.connections: set[ClientConnection] = set()
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+
+    async def sweep(self) -> None:
+        """Close the connections past their deadline (header or idle); those with an answer due are left."""
+        interval = min(1.0, max(0.05, min(self.header_timeout, self.idle_timeout) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if not conn.busy and conn.deadline is not None and now >= conn.deadline:
+                    conn.time_out()
 
     def reload(self) -> None:
         path = self.state_dir / UPSTREAM_FILE
@@ -199,9 +233,9 @@ class Front:
 
 def _error(status: int, message: str, *, close: bool = False) -> bytes:
     body = json.dumps({"error": message}).encode()
-    reason = {400: b"Bad Request", 405: b"Method Not Allowed", 413: b"Payload Too Large"}.get(
-        status, b"Bad Gateway"
-    )
+    reason = {
+        400: b"Bad Request", 405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Payload Too Large"
+    }.get(status, b"Bad Gateway")  # fmt: skip
     return b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
         status,
         reason,
@@ -222,6 +256,8 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Future | None = None
         self.busy = False
         self.closing = False
+        self.parsing = False  # between the first byte of a request and its end
+        self.deadline: float | None = time.monotonic() + front.header_timeout
         self._reset()
 
     def _reset(self) -> None:
@@ -239,6 +275,16 @@ class ClientConnection(asyncio.Protocol):
         self.front.connections.discard(self)
         self.closing = True
 
+    def time_out(self) -> None:
+        """Past the header or idle deadline: a 408 for a request begun but incomplete, else a quiet close."""
+        self.deadline = None
+        if self.closing:
+            return
+        if self.parsing:
+            self.transport.write(_error(408, "the request did not arrive in time", close=True))
+        self.transport.close()
+        self.closing = True
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
@@ -248,6 +294,13 @@ class ClientConnection(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {err}")
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.parsing = True
+        self.deadline = time.monotonic() + self.front.header_timeout
+
+    def on_headers_complete(self) -> None:
+        self.deadline = time.monotonic() + self.front.idle_timeout  # the body, if any, must keep coming
+
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -262,6 +315,7 @@ class ClientConnection(asyncio.Protocol):
         # An oversized body is read and dropped, then answered 413: closing on a client still sending
         # would reset the connection before it reads the answer. Past DISCARD_LIMIT we stop listening.
         self.size += len(body)
+        self.deadline = time.monotonic() + self.front.idle_timeout
         if self.size > MAX_PAYLOAD_BYTES:
             self.too_large = True
             if self.size > DISCARD_LIMIT:
@@ -270,6 +324,8 @@ class ClientConnection(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.parsing = False
+        self.deadline = None  # queued or in flight: answered in turn, then idle
         method = self.parser.get_method()
         keep = self.parser.should_keep_alive()
         if self.too_large:
@@ -323,16 +379,64 @@ class ClientConnection(asyncio.Protocol):
                     self.closing = True
         finally:
             self.busy = False
+            if not self.parsing and not self.queue:  # nothing begun meanwhile: the keep-alive wait starts
+                self.deadline = time.monotonic() + self.front.idle_timeout
 
 
-async def run(state_dir: Path, host: str, port: int) -> None:
-    front = Front(state_dir)
+class Watchdog(threading.Thread):
+    """Replaces the active version's model server when its process is gone (in a thread: it waits on locks)."""
+
+    def __init__(self, state_dir: Path, interval: float = WATCH_S) -> None:
+        super().__init__(name="watchdog", daemon=True)
+        self.state_dir = state_dir
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.failures = 0
+
+    def run(self) -> None:
+        from mlops.serving import supervisor  # only here: the proxy itself needs none of it
+
+        name, home = self.state_dir.name, self.state_dir.parent.parent
+        pause = self.interval
+        while not self.stopped.wait(pause):
+            pause = self.interval
+            if not (self.state_dir / "state.json").is_file():
+                continue  # not started yet (or a test's bare state dir)
+            try:
+                new = supervisor.restart_dead_version(name, home=home, front_pid=os.getpid())
+            except supervisor.EndpointError as err:
+                self.failures += 1
+                pause = min(RESTART_BACKOFF_MAX_S, 2.0**self.failures)
+                log.error("watchdog: %s (next try in %.0fs)", err, pause)
+                continue
+            except Exception:  # never let the watchdog die: it is the endpoint's only repair
+                log.exception("watchdog: unexpected error")
+                continue
+            if new is not None:
+                self.failures = 0
+                log.warning("watchdog: %s replaced by pid %d on port %d", new.version, new.process.pid, new.port)
+
+
+async def run(
+    state_dir: Path,
+    host: str,
+    port: int,
+    *,
+    header_timeout: float = HEADER_TIMEOUT_S,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+    restart: bool = False,
+) -> None:
+    front = Front(state_dir, header_timeout=header_timeout, idle_timeout=idle_timeout)
     front.reload()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: ClientConnection(front), host, port, backlog=2048, reuse_address=True
     )
     watcher = asyncio.create_task(front.watch())
+    sweeper = asyncio.create_task(front.sweep())
+    watchdog = Watchdog(state_dir) if restart else None
+    if watchdog is not None:
+        watchdog.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -344,9 +448,12 @@ async def run(state_dir: Path, host: str, port: int) -> None:
         await asyncio.sleep(0.02)
     for conn in list(front.connections):
         conn.transport.close()
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    if watchdog is not None:
+        watchdog.stopped.set()
+    for task in (watcher, sweeper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,14 +461,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    env = os.environ.get
+    parser.add_argument(
+        "--header-timeout", type=float, default=float(env("MLOPS_FRONT_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S)),
+        help=f"seconds a client has to send a request's headers (default {HEADER_TIMEOUT_S:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-timeout", type=float, default=float(env("MLOPS_FRONT_IDLE_TIMEOUT_S", IDLE_TIMEOUT_S)),
+        help=f"seconds an idle keep-alive connection stays open (default {IDLE_TIMEOUT_S:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-restart", dest="restart", action="store_false", default=env("MLOPS_FRONT_RESTART", "1") != "0",
+        help="do not replace a model server whose process is gone",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.header_timeout <= 0 or args.idle_timeout <= 0:
+        parser.error("--header-timeout and --idle-timeout must be positive")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s front: %(message)s")
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
     try:
-        asyncio.run(run(args.state_dir, args.host, args.port))
+        asyncio.run(
+            run(
+                args.state_dir, args.host, args.port, header_timeout=args.header_timeout,
+                idle_timeout=args.idle_timeout, restart=args.restart,
+            )
+        )  # fmt: skip
     except OSError as err:  # e.g. the port is taken
         log.critical("cannot listen on %s:%d: %s", args.host, args.port, err)
         return 1

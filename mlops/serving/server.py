@@ -6,6 +6,12 @@ others default to JSON/CSV <-> array conversion and ``model(tensor)``, as in the
 
 Run: ``python -m mlops.serving.server --model-dir DIR --port 8080 --workers 2``. Each uvicorn worker
 is its own process and loads the model once, at startup, before it accepts connections.
+
+JSON answers are always valid JSON (RFC 8259): a prediction with ``NaN`` or ``±Infinity`` is a model error,
+answered ``500`` with ``{"error": "model output is not valid JSON: ... NaN ..."}`` rather than encoded as
+``null`` (which would hide the fault from the caller and from the 5xx alarm). This holds for the default
+``output_fn`` and for a custom one that returns such JSON text. A payload nested too deeply to decode (e.g.
+100k nested lists) is the client's fault: ``400``, never a ``500`` that would count toward the rollback alarm.
 """
 
 from __future__ import annotations
@@ -90,7 +96,31 @@ def default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
         return out.getvalue().encode(), "text/csv"
     if accept != "application/json":
         raise UnsupportedAccept(accept)
-    return json.dumps(value).encode(), "application/json"
+    try:
+        return json.dumps(value, allow_nan=False).encode(), "application/json"
+    except ValueError as err:  # "Out of range float values are not JSON compliant"
+        raise NonFiniteOutput(f"{err} (NaN or Infinity in the prediction)") from None
+
+
+class NonFiniteOutput(Exception):
+    """The prediction holds NaN or Infinity, which JSON cannot carry (-> 500: a model fault)."""
+
+
+def _non_finite_json(payload: bytes) -> str | None:
+    """The NaN/Infinity constant a JSON answer carries (Python's json writes them; JSON has none), or None."""
+    if b"NaN" not in payload and b"Infinity" not in payload:  # the common case: a C substring scan
+        return None
+
+    def refuse(name: str):
+        raise NonFiniteOutput(name)
+
+    try:
+        json.loads(payload, parse_constant=refuse)
+    except NonFiniteOutput as err:
+        return str(err)
+    except (ValueError, RecursionError):  # not JSON at all: the handler's own business
+        return None
+    return None
 
 
 class UnsupportedContentType(Exception):
@@ -196,6 +226,8 @@ class ModelService:
             return _error(415, f"unsupported Content-Type {content_type!r}")
         except (ValueError, UnicodeDecodeError) as err:
             return _error(400, f"malformed {content_type} payload: {err}")
+        except RecursionError:
+            return _error(400, f"malformed {content_type} payload: nested too deeply to decode")
         try:
             if self._no_grad is not None:
                 with self._no_grad():
@@ -214,12 +246,21 @@ class ModelService:
             ValueError,
         ) as err:  # the toolkit's handlers raise ValueError for an Accept
             return _error(406, f"cannot produce Accept {accept!r}: {err}")
+        except NonFiniteOutput as err:
+            log.error("output_fn: %s", err)
+            return _error(500, f"model output is not valid JSON: {err}")
         except Exception as err:
             log.exception("output_fn failed")
             return _error(500, f"output error: {type(err).__name__}: {err}")
         # The toolkit allows output_fn to return bytes/str (content type = accept) or (body, content_type).
         payload, out_type = result if isinstance(result, tuple) else (result, accept)
-        return 200, payload.encode() if isinstance(payload, str) else bytes(payload), out_type
+        payload = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if _media_type(out_type, accept) == "application/json":
+            constant = _non_finite_json(payload)
+            if constant:
+                log.error("output_fn answered JSON with %s", constant)
+                return _error(500, f"model output is not valid JSON: it holds {constant}, which JSON cannot carry")
+        return 200, payload, out_type
 
 
 class Invocations:

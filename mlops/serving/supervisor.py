@@ -10,6 +10,12 @@ Every endpoint is a front (a small reverse proxy on the public port, see ``front
 process per live version on an internal port. All processes are detached (own session) so they outlive the
 CLI that started them; liveness is checked by pid *and* process start time, so a recycled pid is not mistaken
 for our server.
+
+A model server that dies while its endpoint is InService is replaced, as SageMaker replaces an unhealthy
+instance: the front's watchdog calls ``restart_dead_version``, which (under the endpoint's lock, so it never
+races a stop or a deployment) kills what is left of the old process group, starts the same version on a fresh
+internal port, waits for it to load and switches the front to it; the history records a ``Restarted`` entry.
+The front answers 502 only in between. ``MLOPS_FRONT_RESTART=0`` (or ``front --no-restart``) turns it off.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
 log = logging.getLogger(__name__)
 
 IN_SERVICE, STOPPED, FAILED = "InService", "Stopped", "Failed"
-SUCCEEDED, ROLLED_BACK = "Succeeded", "RolledBack"
+SUCCEEDED, ROLLED_BACK, RESTARTED = "Succeeded", "RolledBack", "Restarted"
 VARIANTS = ("blue", "green")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
@@ -354,6 +360,20 @@ def _check_request(name: str, model_dir: Path, workers: int) -> None:
 def _start_version(
     directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int, timeout: float
 ) -> VersionInfo:
+    new = _spawn_version(directory, name, model_dir, variant, version, workers)
+    _wait_version(directory, name, new, timeout)
+    return new
+
+
+def _wait_version(directory: Path, name: str, new: VersionInfo, timeout: float) -> None:
+    what = f"endpoint {name!r} {new.variant} model server"
+    ready = (directory / f"{new.variant}.ready", new.workers)
+    _wait_ready(new.port, new.process, Path(new.log), what, timeout, ready=ready)
+
+
+def _spawn_version(
+    directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int
+) -> VersionInfo:
     port = free_port()
     log_path = directory / f"{variant}.log"
     log_path.write_text("")  # a fresh log per version start; the previous version of this colour is gone
@@ -369,8 +389,6 @@ def _start_version(
         {"SAGEMAKER_BIND_TO_PORT": str(port), "SM_MODEL_DIR": str(model_dir), READY_DIR_ENV: str(ready_dir)},
     )
     (directory / f"{variant}.pid").write_text(f"{ref.pid}\n")
-    what = f"endpoint {name!r} {variant} model server"
-    _wait_ready(port, ref, log_path, what, timeout, ready=(ready_dir, workers))
     return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path))
 
 
@@ -496,6 +514,63 @@ def stop_endpoint(name: str, *, home=None) -> EndpointInfo:
         info.status = STOPPED
         _save(info, home)
         return info
+
+
+def _needs_restart(info: EndpointInfo, front_pid: int | None) -> bool:
+    return (
+        info.status == IN_SERVICE
+        and info.active is not None
+        and not info.active.alive()
+        and (front_pid is None or (info.front is not None and info.front.pid == front_pid))
+    )
+
+
+def restart_dead_version(
+    name: str, *, home=None, front_pid: int | None = None, timeout: float = START_TIMEOUT_S
+) -> VersionInfo | None:
+    """Replace the active model server of an InService endpoint when its process is gone.
+
+    ``front_pid``: act only for the endpoint whose front is this process (the watchdog's own). Returns the
+    new version, or None when nothing needed replacing; raises EndpointError when the replacement fails to
+    start (the history records it; the endpoint shows Failed until a later try succeeds).
+    """
+    if not _needs_restart(_load(name, home), front_pid):  # the cheap check, without the lock
+        return None
+    with _locked(name, home) as directory:
+        info = _load(name, home)  # again under the lock: a stop or a deployment may have just happened
+        if not _needs_restart(info, front_pid):
+            return None
+        dead = info.active
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(dead.process.pid, signal.SIGKILL)  # workers the dead parent left behind
+        log_path = Path(dead.log)
+        with contextlib.suppress(OSError):
+            os.replace(log_path, log_path.with_name(f"{log_path.name}.prev"))  # keep the crash for reading
+        log.warning("endpoint %s: model server pid %d (%s) is gone; starting a new one", name, dead.process.pid,
+                    dead.version)  # fmt: skip
+        new = _spawn_version(
+            directory, name, Path(dead.model_dir), dead.variant, dead.version, dead.workers
+        )
+        info.active = new  # recorded at once: a stop while it loads must find this process
+        _save(info, home)
+        try:
+            _wait_version(directory, name, new, timeout)
+            _switch(directory, info, new)
+        except EndpointError as err:
+            _terminate(new.process)
+            info.deployments.append(
+                Deployment(_now(), dead.version, dead.variant, FAILED, f"restart failed: {err}")
+            )
+            _save(info, home)
+            raise
+        info.deployments.append(
+            Deployment(
+                _now(), dead.version, dead.variant, RESTARTED,
+                f"model server pid {dead.process.pid} exited; replaced by pid {new.process.pid} on port {new.port}",
+            )
+        )  # fmt: skip
+        _save(info, home)
+        return new
 
 
 def endpoint_logs(name: str, *, home=None, lines: int = 50, source: str | None = None) -> list[str]:

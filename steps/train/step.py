@@ -20,6 +20,8 @@ def build(ctx: StepContext, preprocess, depends_on):
         SourceCode,
         StoppingCondition,
     )
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.steps import TrainingStep
     from sagemaker.train import ModelTrainer
     from sagemaker.train.distributed import Torchrun
@@ -41,15 +43,27 @@ def build(ctx: StepContext, preprocess, depends_on):
             volume_kms_key_id=ctx.kms_key,
             enable_managed_spot_training=t.spot.enabled,
         ),
-        networking=Networking(subnets=list(net.subnets), security_group_ids=list(net.security_group_ids))
-        if net.subnets
+        networking=Networking(
+            subnets=list(net.subnets) or None,
+            security_group_ids=list(net.security_group_ids) or None,
+            enable_inter_container_traffic_encryption=t.inter_container_traffic_encryption,
+        )
+        if net.subnets or t.inter_container_traffic_encryption
         else None,
         stopping_condition=StoppingCondition(
             max_runtime_in_seconds=t.max_runtime_s,
             max_wait_time_in_seconds=t.spot.max_wait_s if t.spot.enabled else None,
         ),
+        # Per execution: a retraining run starts from epoch 0, a resumed or retried job of the same
+        # execution finds its own checkpoints.
         checkpoint_config=CheckpointConfig(
-            s3_uri=t.spot.checkpoint_s3_uri or f"{s3_root}/checkpoints/train",
+            s3_uri=Join(
+                on="/",
+                values=[
+                    (t.spot.checkpoint_s3_uri or f"{s3_root}/checkpoints/train").rstrip("/"),
+                    ExecutionVariables.PIPELINE_EXECUTION_ID,
+                ],
+            ),
             local_path="/opt/ml/checkpoints",
         ),
         output_data_config=OutputDataConfig(s3_output_path=f"{s3_root}/models", kms_key_id=ctx.kms_key),

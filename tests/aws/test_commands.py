@@ -124,3 +124,30 @@ def test_the_step_table_shows_each_step_with_its_status_and_reason():
     assert "digits-model-build: Failed" in text
     assert "Preprocess" in text and "ProcessingJob" in text
     assert "Train" in text and "ClientError: out of memory" in text and "2026-01-01 03:00:00" in text
+
+
+@pytest.mark.parametrize("with_endpoint", [True, False], ids=["moto endpoint", "no endpoint at all"])
+@pytest.mark.parametrize(
+    "argv, action",
+    [
+        (["upsert", "--env", "ci"], "iam:GetRole"),
+        (["bootstrap", "--env", "ci", "--repo-url", REPO], "cloudformation:DescribeStacks"),
+    ],
+)
+def test_upsert_and_bootstrap_without_credentials_say_so_in_one_line(
+    moto, cfg, tmp_path, monkeypatch, capsys, argv, action, with_endpoint
+):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("MLOPS_COMPILE_CACHE", str(tmp_path / "cache"))
+    if not with_endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: no call may be made
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: no AWS credentials found for {action}: set AWS_PROFILE or "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an IAM role is attached"
+    )

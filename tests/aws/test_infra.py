@@ -263,3 +263,50 @@ def test_bootstrap_request_validates(cfg):
         },
     )
     assert len(TEMPLATE_PATH.read_text().encode()) < 51200  # TemplateBody limit
+
+
+def _role_statements(resolver, role):
+    for policy in resolver.resource(role).get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+
+
+def test_ecr_pulls_only_from_this_account_and_the_framework_image_accounts(cfg):
+    params = infra.render_parameters(cfg, repo_url=REPO)
+    assert params["FrameworkImageAccountId"] == TEMPLATE["Parameters"]["FrameworkImageAccountId"]["Default"]
+    assert params["ScikitLearnImageAccountId"].isdigit() and len(params["ScikitLearnImageAccountId"]) == 12
+    resolver = infra.Resolver(TEMPLATE, params, ACCOUNT, REGION)
+    pull = next(s for s in _role_statements(resolver, "SageMakerExecutionRole") if s["Sid"] == "PullFrameworkImages")
+    accounts = {arn.split(":")[4] for arn in pull["Resource"]}
+    assert accounts == {ACCOUNT, params["FrameworkImageAccountId"], params["ScikitLearnImageAccountId"]}
+    assert all(arn.split(":")[3] == REGION for arn in pull["Resource"])
+
+
+def test_every_pass_role_is_limited_to_sagemaker():
+    passes = [s for s in _statements(TEMPLATE["Resources"]) if "iam:PassRole" in _as_list(s.get("Action", []))]
+    assert len(passes) >= 2
+    for st in passes:
+        assert _as_list(st["Action"]) == ["iam:PassRole"], st
+        assert st["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com", st
+
+
+def test_every_log_group_of_the_template_is_kms_encrypted_with_a_retention():
+    groups = {k: r for k, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert groups, "the CodeBuild log group is created by the template"
+    for name, group in groups.items():
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["ArtifactKey", "Arn"]}, name
+        assert "RetentionInDays" in group["Properties"], name
+    key_policy = TEMPLATE["Resources"]["ArtifactKey"]["Properties"]["KeyPolicy"]["Statement"]
+    logs = next(s for s in key_policy if s["Sid"] == "LogsEncryptThisAccountsLogGroups")
+    assert "kms:EncryptionContext:aws:logs:arn" in logs["Condition"]["ArnLike"]
+
+
+def test_infra_render_warns_on_a_repository_url_that_is_not_https(moto, cfg, tmp_path, capsys):
+    from mlops.cli.main import main
+
+    argv = ["infra", "render", "--env", "ci", "--out", str(tmp_path / "p.json"), "--repo-url"]
+    assert main([*argv, "http://github.com/example/digits.git"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: RepositoryUrl 'http://github.com/example/digits.git' is not an https:// URL")
+    assert "\n" not in err
+    assert main([*argv, REPO]) == 0
+    assert capsys.readouterr().err == ""

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops.errors import DefinitionError, ParameterError
+from mlops.errors import DefinitionError, MlopsError, ParameterError
 from mlops.local.caching import parse_duration
-from mlops.local.records import ExecutionRecord
+from mlops.local.records import ExecutionRecord, RuntimeFault
 from mlops.local.retries import classify_failure
 from mlops.local.s3store import S3Store
 from mlops.local.scheduler import plan, run_definition
@@ -400,57 +400,42 @@ def test_bad_expire_after(text):
 
 # ---------------------------------------------------------------------------------------------- retries
 
-FLAKY = (
-    "import json, sys; name = json.load(open('/opt/ml/config/processingjobconfig.json'))['ProcessingJobName'];"
-    "first = not name.endswith('-r2');"
-    "first and open('/opt/ml/output/message', 'w').write('CapacityError: no ml.m5.large capacity (simulated)');"
-    "sys.exit(1 if first else 0)"
+# A job whose own error text names capacity and internal errors: SageMaker retries none of it.
+CLAIMS_CAPACITY = (
+    "import sys; open('/opt/ml/output/message', 'w').write('CapacityError: InternalError: ServiceUnavailable');"
+    "sys.exit(1)"
 )
+EVERY_TYPE = [
+    "SageMaker.CAPACITY_ERROR", "SageMaker.RESOURCE_LIMIT", "SageMaker.JOB_INTERNAL_ERROR",
+    "Step.THROTTLING", "Step.SERVICE_FAULT",
+]  # fmt: skip
 
 
-def test_retry_policy_reruns_a_capacity_failure(tmp_path):
-    policy = {
-        "ExceptionType": ["SageMaker.CAPACITY_ERROR"],
-        "IntervalSeconds": 0,
-        "BackoffRate": 2,
-        "MaxAttempts": 2,
-    }
-    record = run_definition(definition(processing("Flaky", FLAKY, RetryPolicies=[policy])), home=tmp_path)
-    assert record.status == "Succeeded", record.failure_reason
-    assert record.steps["Flaky"].attempts == 2
-    kinds = [e["kind"] for e in Home.open(tmp_path).events.for_execution(record.id)]
-    assert "step-retry" in kinds
-
-
-def test_without_matching_policy_the_failure_stands(tmp_path):
-    policy = {"ExceptionType": ["Step.THROTTLING"], "IntervalSeconds": 0, "BackoffRate": 2, "MaxAttempts": 2}
-    record = run_definition(definition(processing("Flaky", FLAKY, RetryPolicies=[policy])), home=tmp_path)
+def test_a_jobs_own_error_is_never_retried_whatever_its_text(tmp_path):
+    policy = {"ExceptionType": EVERY_TYPE, "IntervalSeconds": 0, "BackoffRate": 2, "MaxAttempts": 3}
+    d = definition(processing("Claims", CLAIMS_CAPACITY, RetryPolicies=[policy]))
+    record = run_definition(d, home=tmp_path)
     assert record.status == "Failed"
-    assert record.steps["Flaky"].attempts == 1
-    assert "CapacityError" in record.steps["Flaky"].failure_reason
+    assert record.steps["Claims"].attempts == 1
+    assert "CapacityError" in record.steps["Claims"].failure_reason
+    kinds = [e["kind"] for e in Home.open(tmp_path).events.for_execution(record.id)]
+    assert "step-retry" not in kinds
 
 
-@pytest.mark.parametrize(
-    "reason, expected",
-    [
-        ("CapacityError: insufficient capacity", "SageMaker.CAPACITY_ERROR"),
-        ("ThrottlingException: Rate exceeded", "Step.THROTTLING"),
-        ("InternalServerError", "SageMaker.JOB_INTERNAL_ERROR"),
-        ("ResourceLimitExceeded", "SageMaker.RESOURCE_LIMIT"),
-        ("ValueError: bad input", None),
-        (None, None),
-    ],
-)
-def test_failure_classification(reason, expected):
-    assert classify_failure(reason) == expected
+def test_failure_classification_is_by_type_not_text():
+    assert classify_failure(RuntimeFault("sandbox gone")) == "SageMaker.JOB_INTERNAL_ERROR"
+    assert classify_failure(RuntimeFault("x", "Step.SERVICE_FAULT")) == "Step.SERVICE_FAULT"
+    assert classify_failure(MlopsError("CapacityError: InternalServerError")) is None
+    assert classify_failure(OSError(28, "No space left on device")) is None
+    assert classify_failure(None) is None
 
 
 # ------------------------------------------------------------------------------------- failure, resume
 
 CHECK_FLAG = (
-    "import sys, pathlib; flag = pathlib.Path('/opt/ml/processing/input/flag/flag.txt').read_text().strip();"
-    "print('flag', flag); flag == 'fail' and sys.exit('flag says fail');"
-    "pathlib.Path('/opt/ml/processing/out').mkdir(exist_ok=True); pathlib.Path('/opt/ml/processing/out/ok').write_text(flag)"
+    "import sys, pathlib as p; f = p.Path('/opt/ml/processing/input/flag/flag.txt').read_text().strip();"
+    "print('flag', f); f == 'fail' and sys.exit('flag says fail'); o = p.Path('/opt/ml/processing/out');"
+    "o.mkdir(exist_ok=True); (o / 'ok').write_text(f)"
 )
 
 

@@ -100,3 +100,33 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write(target, b"[1]")
     assert target.read_text() == "[1]"
     assert sorted(p.name for p in Path(target.parent).iterdir()) == ["f.json"]
+
+
+OLD_AUDIT_SCHEMA = """
+CREATE TABLE model_package_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, group_name TEXT NOT NULL, version INTEGER NOT NULL, arn TEXT NOT NULL,
+    at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, from_status TEXT, to_status TEXT, reason TEXT
+);
+CREATE TRIGGER model_package_audit_is_kept BEFORE DELETE ON model_package_audit
+BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END;
+INSERT INTO model_package_audit (group_name, version, arn, at, actor, action, from_status, to_status, reason)
+VALUES ('g', 1, 'arn:g/1', '2026-01-01T00:00:00', 'ann', 'approve', 'PendingManualApproval', 'Approved', 'ok'),
+       ('g', 1, 'arn:g/1', '2026-01-02T00:00:00', 'ben', 'reject', 'Approved', 'Rejected', 'regressed');
+"""
+
+
+def test_an_older_home_gets_the_audit_chain_and_the_update_trigger(tmp_path):
+    import sqlite3
+
+    tmp_path.mkdir(exist_ok=True)
+    with sqlite3.connect(tmp_path / "mlops.db") as con:
+        con.executescript(OLD_AUDIT_SCHEMA)
+    home = Home.open(tmp_path)
+    check = home.registry.verify_audit()
+    assert (check.intact, check.rows) == (True, 2)  # the old rows are sealed into the chain as they were
+    with sqlite3.connect(home.db_path) as con, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE model_package_audit SET reason = 'x'")
+    row = {"group_name": "g", "version": 1, "arn": "arn:g/1", "approval_status": "Rejected"}
+    home.registry.add_audit(row, actor="cy", action="reject (no change)", reason="still bad")
+    assert [a["actor"] for a in home.registry.audit_trail("g", 1)] == ["ann", "ben", "cy"]
+    assert Home.open(tmp_path).registry.verify_audit().rows == 3  # a second open migrates nothing

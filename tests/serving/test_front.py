@@ -115,7 +115,8 @@ def test_status_codes_pass_through(endpoint, raw, status):
     assert got == status
 
 
-def test_a_dead_version_gives_502_with_the_reason_and_the_front_stays_up(tmp_path, make_model):
+def test_a_dead_version_gives_502_with_the_reason_and_the_front_stays_up(tmp_path, make_model, monkeypatch):
+    monkeypatch.setenv("MLOPS_FRONT_RESTART", "0")  # with its watchdog the front replaces the dead version
     home = tmp_path / "mlops"
     info = supervisor.start_endpoint(
         "dead", make_model(tmp_path, "sum"), supervisor.free_port(), home=home, workers=1

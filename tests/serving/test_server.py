@@ -200,3 +200,33 @@ def test_a_broken_model_dir_fails_at_load_with_the_reason(tmp_path, files, messa
         (tmp_path / rel).write_text(text)
     with pytest.raises(ModelLoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ModelService(tmp_path).load()
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # 200 kB: decoded in a worker thread, like any large body
+
+
+@pytest.mark.parametrize("which", ["sum", "flaky"])
+def test_a_deeply_nested_payload_is_a_400_not_a_500(sum_server, flaky_server, which):
+    port = sum_server[0] if which == "sum" else flaky_server  # the default input_fn, then a custom one
+    got, _, payload = request(port, "POST", "/invocations", DEEP, {"Content-Type": "application/json"})
+    assert got == 400 and "nested too deeply" in json.loads(payload)["error"]
+    assert request(port, "POST", "/invocations", b"[1]", {"Content-Type": "application/json"})[0] == 200
+
+
+@pytest.mark.parametrize(
+    "which, body",
+    [("sum", b"[[1, NaN]]"), ("sum", b"[[1e308, 1e308]]"), ("flaky", b"NaN"), ("flaky", b"[-Infinity]")],
+    ids=["default-nan", "default-overflow", "custom-nan", "custom-infinity"],
+)
+def test_a_non_finite_prediction_is_a_500_never_invalid_json(sum_server, flaky_server, which, body):
+    port = sum_server[0] if which == "sum" else flaky_server
+    got, ctype, payload = request(port, "POST", "/invocations", body, {"Content-Type": "application/json"})
+    assert (got, ctype) == (500, "application/json")
+    error = json.loads(payload, parse_constant=lambda c: pytest.fail(f"{c} in {payload!r}"))["error"]
+    assert "model output is not valid JSON" in error and ("NaN" in error or "Infinity" in error)
+
+
+def test_the_words_nan_and_infinity_inside_json_strings_pass(flaky_server):
+    body = b'{"label": "NaN", "note": "Infinity and beyond"}'
+    got, _, payload = request(flaky_server, "POST", "/invocations", body, {"Content-Type": "application/json"})
+    assert (got, json.loads(payload)) == (200, {"echo": {"label": "NaN", "note": "Infinity and beyond"}})

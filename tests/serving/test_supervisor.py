@@ -69,7 +69,8 @@ def test_start_returns_once_every_worker_has_loaded_the_model(home, sum_model):
     assert info.active.workers == 2
 
 
-def test_a_second_start_is_refused_and_a_killed_server_shows_as_failed(home, sum_model):
+def test_a_second_start_is_refused_and_a_killed_server_shows_as_failed(home, sum_model, monkeypatch):
+    monkeypatch.setenv("MLOPS_FRONT_RESTART", "0")  # the front's watchdog would replace it (see test_restart)
     info = supervisor.start_endpoint("e", sum_model, supervisor.free_port(), home=home, workers=1)
     with pytest.raises(EndpointError, match="already in service"):
         supervisor.start_endpoint("e", sum_model, supervisor.free_port(), home=home, workers=1)

@@ -13,9 +13,14 @@ from typing import Any
 from mlops.definition.expressions import dumps_canonical, resolve
 from mlops.errors import DefinitionError, MlopsError
 from mlops.local import caching, retries
-from mlops.local.records import Outcome, StepStatus
+from mlops.local.records import Outcome, RuntimeFault, StepStatus
 
 log = logging.getLogger(__name__)
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[-1]
 
 
 def job_name(execution_id: str, step: str) -> str:
@@ -81,15 +86,24 @@ class JobHandler:
     # ------------------------------------------------------------------------------------------ attempts
 
     def attempts(self, step, request: dict[str, Any], name: str, key: str | None, execution) -> Outcome:
+        """Runs the job until it succeeds or no RetryPolicy covers its failure.
+
+        Attempts are numbered across resumes of the execution (``attempt-N`` dirs, ``-rN`` job names), so
+        every attempt's logs stay; a policy's MaxAttempts counts the attempts of this run. Only a
+        :class:`RuntimeFault` (the local runtime's own infrastructure) is retried: a job's own error, a
+        request the runtime refuses and an OSError from the job's input fail the step with one line.
+        """
         runner = self.runner()
         policies = step.spec.get("RetryPolicies") or []
         first_try = time.monotonic()
-        attempt = 0
+        attempt = int(getattr(execution, "previous_attempts", {}).get(step.name) or 0)
+        tries = 0
         while True:
             attempt += 1
+            tries += 1
             job_dir = execution.home.execution_dir(execution.execution_id) / step.name / f"attempt-{attempt}"
             execution.save(step.name, attempts=attempt, job_dir=str(job_dir))
-            error_class = None
+            fault: RuntimeFault | None = None
             try:
                 result = runner(
                     request,
@@ -102,12 +116,19 @@ class JobHandler:
                     services=execution.services,
                 )
                 status, reason = result.status, result.failure_reason
+            except RuntimeFault as err:
+                log.warning("step %s: the local runtime failed: %s", step.name, err)
+                status, reason, result, fault = "Failed", f"{err.exception_type}: {err}", None, err
             except MlopsError as err:
-                status, reason, result = "Failed", str(err), None
-            except Exception as err:
-                log.exception("job runtime raised for step %s", step.name)
-                status, reason, result = "Failed", f"{type(err).__name__}: {err}", None
-                error_class = "Step.SERVICE_FAULT"
+                status, reason, result = "Failed", _one_line(str(err)), None
+            except OSError as err:
+                log.debug("step %s: job runtime raised", step.name, exc_info=True)
+                where = f" ({err.filename})" if err.filename else ""
+                reason = f"cannot run the job: {type(err).__name__}: {err.strerror or err}{where}"
+                status, result = "Failed", None
+            except Exception as err:  # a request the runtime did not expect: the request's fault, not ours
+                log.debug("step %s: job runtime raised", step.name, exc_info=True)
+                status, reason, result = "Failed", _one_line(f"invalid job request: {type(err).__name__}: {err}"), None
             logs = [str(p) for p in (getattr(result, "log_paths", None) or [])]
             if status == "Completed":
                 props = dict(result.properties or {})
@@ -117,8 +138,11 @@ class JobHandler:
                     cache_key=key, attempts=attempt, job_dir=str(job_dir),
                 )  # fmt: skip
             if status == "Stopped" or execution.stop.is_set():
-                return Outcome(StepStatus.STOPPED, failure_reason=reason or "stopped", log_paths=logs, attempts=attempt)
-            delay = retries.retry_delay(policies, error_class or retries.classify_failure(reason), attempt, first_try)
+                return Outcome(
+                    StepStatus.STOPPED, failure_reason=reason or "stopped", log_paths=logs, attempts=attempt,
+                    job_dir=str(job_dir),
+                )  # fmt: skip
+            delay = retries.retry_delay(policies, retries.classify_failure(fault), tries, first_try)
             if delay is None:
                 return Outcome.failed(reason or "job failed", log_paths=logs, attempts=attempt, job_dir=str(job_dir))
             execution.emit("step-retry", step.name, "Executing", f"attempt {attempt} failed ({reason}); retrying")

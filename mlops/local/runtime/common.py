@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,24 +197,74 @@ class MetricParser:
 
 
 _STOPPED_BY_US = {-15, -9, 143, 137}  # SIGTERM/SIGKILL, as a signal or as a shell's 128 + n
+# A launcher's wrapper around the real error (the SDK's torchrun driver, torch elastic), not the error.
+_WRAPPER_ERROR = re.compile(r"\b(CalledProcessError|ChildFailedError)\b")
+# ``ValueError: ...`` as Python prints it, possibly behind ``[algo-1]`` / ``[rank1]:`` prefixes.
+_ERROR_LINE = re.compile(
+    r"^(?:\s*\[[\w.-]+\]:?)*\s*((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit)(?::\s*\S.*)?)$"
+)
+_LOG_SCAN_LINES = 400
+
+
+def exit_description(host: str, code: int) -> str:
+    """``algo-1 exited with code 3`` or, for a signal (``-N`` from a process, ``128 + N`` from a shell),
+    ``algo-1 was killed by SIGKILL (out of memory?)``."""
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+    try:
+        name = signal.Signals(number).name if number else None
+    except ValueError:
+        name = None
+    if name is None:
+        return f"{host} exited with code {code}"
+    hint = " (out of memory?)" if number == signal.SIGKILL else ""
+    return f"{host} was killed by {name}{hint}"
+
+
+def first_error_line(lines: list[str]) -> str | None:
+    """The first line that is a real error (``ValueError: ...``), not a launcher's wrapper of one."""
+    for raw in lines:
+        m = _ERROR_LINE.match(raw.rstrip())
+        if m and not _WRAPPER_ERROR.search(m.group(1)):
+            return m.group(1).strip()
+    return None
+
+
+def _log_lines(host) -> list[str]:
+    path = host.root.parent / f"{host.host}.log"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return list(deque(f, maxlen=_LOG_SCAN_LINES))
+    except OSError:
+        return []
 
 
 def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict[str, list[str]]) -> str:
     """Why the job failed, from the host that failed first: its failure file if written (``failure_file``
-    relative to its ``/opt/ml``), else its last stderr lines. Hosts we stopped because a peer failed
-    come last."""
-    failed = [(h, c) for h, c in zip(hosts, codes, strict=True) if c != 0]
-    failed.sort(key=lambda hc: (not (hc[0].ml / failure_file).is_file(), hc[1] in _STOPPED_BY_US))
+    relative to its ``/opt/ml``), else its first real error line, else its last stderr lines. A failure
+    file that only wraps the error (the SDK torchrun driver's ``CalledProcessError``) gives way to the
+    failing rank's own error line. Hosts we stopped because a peer failed come last."""
+    failed = []
+    for h, code in zip(hosts, codes, strict=True):
+        if code == 0:
+            continue
+        path = h.ml / failure_file
+        text = path.read_text(errors="replace").strip() if path.is_file() else ""
+        reason = None
+        if text and not _WRAPPER_ERROR.search(text):
+            reason = text[-2048:]
+        else:
+            line = first_error_line(tails.get(h.host, [])) or first_error_line(_log_lines(h))
+            if line:
+                reason = line if not text else f"{line} ({exit_description(h.host, code)})"
+        failed.append((code in _STOPPED_BY_US, reason is None, not text, h, code, reason))
     if not failed:
         return "job failed"
-    host, code = failed[0]
-    path = host.ml / failure_file
-    if path.is_file():
-        text = path.read_text(errors="replace").strip()
-        if text:
-            return text[-2048:]
+    failed.sort(key=lambda f: f[:3])
+    *_, host, code, reason = failed[0]
+    if reason:
+        return reason
     tail = "\n".join(tails.get(host.host, [])[-10:]).strip()
-    return f"{host.host} exited with code {code}" + (f": {tail}" if tail else "")
+    return exit_description(host.host, code) + (f": {tail}" if tail else "")
 
 
 LogCallback = Callable[[str, str], None]

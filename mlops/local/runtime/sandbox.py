@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlops.errors import MlopsError
+from mlops.local.records import RuntimeFault
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +347,14 @@ def run_group(
         for f in log_files:
             f.close()
     codes = launcher.exit_codes(roots, status_path, len(instances))
+    if codes is None:
+        if not (stopped or timed_out):
+            # Not the job's doing: the sandbox (its "instances") went away before it reported how they ended.
+            code = roots[0].returncode
+            raise RuntimeFault(
+                f"the job's sandbox supervisor ended ({_exit_words(code)}) before reporting its hosts' exit codes"
+            )
+        codes = [roots[0].returncode or -signal.SIGKILL] * len(instances)
     return GroupResult(codes, stopped, timed_out, {h: list(t) for h, t in tails.items()}, mode)
 
 
@@ -357,20 +366,35 @@ class Launcher(Protocol):
         """The root processes to wait for, and a watchdog fd to close afterwards (or None)."""
         ...
 
-    def exit_codes(self, roots: list[subprocess.Popen], status_path: Path, count: int) -> list[int]: ...
+    def exit_codes(self, roots: list[subprocess.Popen], status_path: Path, count: int) -> list[int] | None:
+        """Each instance's exit code, or None when the launcher cannot tell (its supervisor died)."""
+        ...
+
+
+def _exit_words(code: int | None) -> str:
+    if code is not None and (code < 0 or 128 < code < 128 + 65):
+        number = -code if code < 0 else code - 128
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 class NamespaceLauncher:
     """Every instance in its own namespaces under one bwrap per job (sandbox at /opt/ml, algo-N hosts)."""
 
     def start(self, instances, pipes, work_dir, status_path, bridges):
-        return [_start_bwrap(instances, pipes, work_dir, status_path, bridges)], None
+        try:
+            return [_start_bwrap(instances, pipes, work_dir, status_path, bridges)], None
+        except OSError as err:  # bwrap itself cannot start (no memory, no processes left, ...)
+            raise RuntimeFault(f"cannot start the job's sandbox (bwrap): {err.strerror or err}") from err
 
     def exit_codes(self, roots, status_path, count):
         try:
             return json.loads(status_path.read_text())
         except (OSError, ValueError):  # the supervisor died before it wrote them
-            return [roots[0].returncode or -signal.SIGKILL] * count
+            return None
 
 
 class MappedPathsLauncher:

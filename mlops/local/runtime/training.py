@@ -9,6 +9,7 @@ model dir of ``algo-1`` becomes ``<S3OutputPath>/<job>/output/model.tar.gz``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -46,6 +47,63 @@ log = logging.getLogger(__name__)
 
 GROUP = "homogeneousCluster"
 MASTER_PORT = "7777"
+# How often a running job's checkpoint dirs are copied into CheckpointConfig.S3Uri (SageMaker syncs them
+# continuously), so that a job killed mid-way, executor and all, resumes from its last synced checkpoint.
+CHECKPOINT_SYNC_S = float(os.environ.get("MLOPS_CHECKPOINT_SYNC_S", "3"))
+
+
+class CheckpointSync:
+    """Copies new or changed files of the hosts' checkpoint dirs into the store, in a thread and at the end.
+
+    Each object is written atomically (the store's temp file + rename); files still being written under a
+    temp name (``.name.*.tmp``) are left for the next pass.
+    """
+
+    def __init__(self, store: S3Store, uri: str, dirs: list[Path], interval: float | None = None):
+        self.store, self.uri, self.dirs = store, uri.rstrip("/"), dirs
+        self.interval = CHECKPOINT_SYNC_S if interval is None else interval
+        self.seen: dict[Path, tuple[int, int]] = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
+
+    def __enter__(self) -> CheckpointSync:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.sync()
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.sync()
+            except Exception:  # a failed pass is retried on the next one and at the end
+                log.warning("checkpoint sync to %s failed", self.uri, exc_info=True)
+
+    def sync(self) -> int:
+        copied = 0
+        with self.lock:
+            for root in self.dirs:
+                for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                    if path.name.startswith(".") and path.name.endswith(".tmp"):
+                        continue
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:  # replaced between the walk and now
+                        continue
+                    stamp = (st.st_mtime_ns, st.st_size)
+                    if self.seen.get(path) == stamp:
+                        continue
+                    try:
+                        self.store.put_file(f"{self.uri}/{path.relative_to(root).as_posix()}", path)
+                    except FileNotFoundError:
+                        continue
+                    self.seen[path] = stamp
+                    copied += 1
+        return copied
 
 
 def _instance_groups(request: dict) -> list[tuple[str, str, int]]:
@@ -327,25 +385,29 @@ def run_training_job(
     log.info("training job %s: %d host(s)", job_name, len(hosts))
     for f in feeders:
         f.thread.start()
+    # SageMaker syncs checkpoints while the job runs and whatever the outcome, so that a restarted job
+    # resumes; without a CheckpointConfig there is nothing to sync.
+    syncing = (
+        CheckpointSync(store, ckpt_uri, [h.container_dir(ckpt_local) for h in hosts])
+        if ckpt_uri
+        else contextlib.nullcontext()
+    )
     try:
-        result = sandbox.run_group(
-            instances,
-            work_dir=job_dir / ".sandbox",
-            log_paths=log_paths,
-            on_line=on_line,
-            cancel=cancel,
-            max_runtime=max_runtime,
-            bridges=services.bridges() if services else (),
-        )
+        with syncing:
+            result = sandbox.run_group(
+                instances,
+                work_dir=job_dir / ".sandbox",
+                log_paths=log_paths,
+                on_line=on_line,
+                cancel=cancel,
+                max_runtime=max_runtime,
+                bridges=services.bridges() if services else (),
+            )
     finally:
         for f in feeders:
             f.stop.set()
         for f in feeders:
             f.thread.join(timeout=5)
-    if ckpt_uri:
-        # SageMaker syncs checkpoints whatever the outcome, so that a restarted job can resume.
-        for h in hosts:
-            store.put_tree(ckpt_uri, h.container_dir(ckpt_local))
     if result.stopped:
         return finish("Stopped", "the job was stopped", "Stopped")
     if result.timed_out:

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS executions (
     ended_at TEXT,
     failure_reason TEXT,
     pid INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    pid_started INTEGER
 );
 CREATE TABLE IF NOT EXISTS steps (
     execution_id TEXT NOT NULL,
@@ -102,9 +103,13 @@ CREATE TABLE IF NOT EXISTS model_package_audit (
     action TEXT NOT NULL,
     from_status TEXT,
     to_status TEXT,
-    reason TEXT
+    reason TEXT,
+    prev_hash TEXT,
+    row_hash TEXT
 );
 CREATE TRIGGER IF NOT EXISTS model_package_audit_is_kept BEFORE DELETE ON model_package_audit
+BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS model_package_audit_is_final BEFORE UPDATE ON model_package_audit
 BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END;
 CREATE TABLE IF NOT EXISTS bus_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -214,6 +219,9 @@ class Home:
                     con.execute("PRAGMA busy_timeout=30000")
                     con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
                     con.executescript(SCHEMA)
+                    from mlops.local.state.registry import migrate_audit
+
+                    migrate_audit(con)  # columns an older home lacks (guarded by PRAGMA table_info)
                 finally:
                     con.close()
             except sqlite3.Error as err:

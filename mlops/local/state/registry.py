@@ -1,12 +1,112 @@
-"""The local model registry: groups, versions, approval status, the audit trail, created models."""
+"""The local model registry: groups, versions, approval status, the audit trail, created models.
+
+The audit trail (``model_package_audit``) is append-only (SQLite triggers refuse UPDATE and DELETE) and
+tamper-evident: every row carries ``row_hash``, the SHA-256 of a canonical encoding of its fields and of
+``prev_hash``, the previous row's ``row_hash`` (``GENESIS`` for the first row). The hash is computed and the
+row inserted in one write transaction, so the chain has one order across processes. ``verify_audit`` walks
+the chain: a row edited, inserted or removed behind the triggers' back (after dropping them, with the
+``sqlite3`` shell) no longer matches. Without a secret key this detects tampering by anyone who does not
+also recompute every later hash; the head hash ``mlops models verify`` prints can be kept elsewhere to
+catch that too.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from mlops.errors import MlopsError
 from mlops.local.state.home import JSON_COLUMNS, Home, _row, now
+
+GENESIS = "0" * 64  # what the first audit row chains to
+AUDIT_FIELDS = ("id", "group_name", "version", "arn", "at", "actor", "action", "from_status", "to_status", "reason")
+_NO_UPDATE_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS model_package_audit_is_final BEFORE UPDATE ON model_package_audit"
+    " BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END"
+)
+
+
+def audit_hash(fields: dict[str, Any] | sqlite3.Row, prev_hash: str | None) -> str:
+    """SHA-256 (hex) over the row's fields in ``AUDIT_FIELDS`` order plus ``prev_hash``, as compact JSON."""
+    values = [fields[name] for name in AUDIT_FIELDS]
+    payload = json.dumps([*values, prev_hash], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _append_audit(con, **fields: Any) -> None:
+    """Insert one audit row chained to the last one; ``con`` is inside a write (IMMEDIATE) transaction."""
+    last = con.execute("SELECT id, row_hash FROM model_package_audit ORDER BY id DESC LIMIT 1").fetchone()
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'model_package_audit'").fetchone()
+    row = {"id": max(last[0] if last else 0, seq[0] if seq else 0) + 1, **fields}
+    prev = last[1] if last else GENESIS
+    row.update(prev_hash=prev, row_hash=audit_hash(row, prev))
+    con.execute(
+        f"INSERT INTO model_package_audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        tuple(row.values()),
+    )
+
+
+def migrate_audit(con: sqlite3.Connection) -> None:
+    """Give an older home's audit table the hash columns and seal its rows into the chain (once)."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(model_package_audit)")}
+    if {"prev_hash", "row_hash"} <= columns:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {r[1] for r in con.execute("PRAGMA table_info(model_package_audit)")}
+        for name in ("prev_hash", "row_hash"):
+            if name not in columns:
+                con.execute(f"ALTER TABLE model_package_audit ADD COLUMN {name} TEXT")
+        con.execute("DROP TRIGGER IF EXISTS model_package_audit_is_final")  # the backfill is an UPDATE
+        prev = GENESIS
+        rows = con.execute(f"SELECT {', '.join(AUDIT_FIELDS)} FROM model_package_audit ORDER BY id").fetchall()
+        for values in rows:
+            fields = dict(zip(AUDIT_FIELDS, values, strict=True))
+            digest = audit_hash(fields, prev)
+            con.execute(
+                "UPDATE model_package_audit SET prev_hash = ?, row_hash = ? WHERE id = ?",
+                (prev, digest, fields["id"]),
+            )
+            prev = digest
+        con.execute(_NO_UPDATE_TRIGGER)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+def _mismatch(row: sqlite3.Row, expected: str, before: str) -> str | None:
+    """What is wrong with one audit row given the hash it must chain to; None when it matches."""
+    if not row["row_hash"]:
+        return "row_hash is missing (the row was written outside the chain)"
+    if row["prev_hash"] != expected:
+        return (
+            f"prev_hash {str(row['prev_hash'])[:12]}… does not match {before} {expected[:12]}… "
+            "(a row before it was removed, inserted or rewritten)"
+        )
+    digest = audit_hash(row, row["prev_hash"])
+    if digest != row["row_hash"]:
+        return (
+            f"its fields hash to {digest[:12]}…, not to its row_hash {row['row_hash'][:12]}… "
+            "(the row was changed after it was written)"
+        )
+    return None
+
+
+@dataclass
+class AuditCheck:
+    """The outcome of walking the audit chain: ``broken`` is None when every row matches."""
+
+    rows: int
+    head: str
+    broken: dict[str, Any] | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
 
 
 class ModelRegistry:
@@ -79,24 +179,40 @@ class ModelRegistry:
                 "UPDATE model_packages SET approval_status = ? WHERE group_name = ? AND version = ?",
                 (status, group, version),
             )
-            con.execute(
-                "INSERT INTO model_package_audit (group_name, version, arn, at, actor, action, from_status,"
-                " to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (group, version, row["arn"], now(), actor, action, expected, status, reason),
-            )
+            _append_audit(
+                con, group_name=group, version=version, arn=row["arn"], at=now(), actor=actor, action=action,
+                from_status=expected, to_status=status, reason=reason,
+            )  # fmt: skip
         row["approval_status"] = status
         return row
 
     def add_audit(self, package: dict[str, Any], *, actor: str, action: str, reason: str) -> None:
         """An audit row that changes no status (e.g. a repeated approval, a deployment outcome)."""
         status = package["approval_status"]
-        with self.db() as con:
-            con.execute(
-                "INSERT INTO model_package_audit (group_name, version, arn, at, actor, action, from_status,"
-                " to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (package["group_name"], package["version"], package["arn"], now(), actor, action, status,
-                 status, reason),
+        with self.db(immediate=True) as con:
+            _append_audit(
+                con, group_name=package["group_name"], version=package["version"], arn=package["arn"], at=now(),
+                actor=actor, action=action, from_status=status, to_status=status, reason=reason,
             )  # fmt: skip
+
+    def verify_audit(self) -> AuditCheck:
+        """Walk the whole chain in id order; the first row that does not match is ``broken``."""
+        with self.db(immediate=False) as con:
+            rows = con.execute("SELECT * FROM model_package_audit ORDER BY id").fetchall()
+            seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'model_package_audit'").fetchone()
+        expected, last_id = GENESIS, 0
+        for count, row in enumerate(rows):
+            what = _mismatch(row, expected, "the genesis value" if count == 0 else f"row {last_id}'s hash")
+            if what:
+                where = {k: row[k] for k in ("id", "group_name", "version", "action", "at")}
+                return AuditCheck(count, expected, {**where, "what": what})
+            expected, last_id = row["row_hash"], row["id"]
+        if seq is not None and seq[0] > last_id:
+            return AuditCheck(len(rows), expected, {
+                "id": last_id + 1, "group_name": None, "version": None, "action": None, "at": None,
+                "what": f"rows after id {last_id} are missing: the id sequence is at {seq[0]}",
+            })  # fmt: skip
+        return AuditCheck(len(rows), expected)
 
     def audit_trail(self, group: str, version: int) -> list[dict[str, Any]]:
         with self.db() as con:

@@ -9,11 +9,72 @@ from typing import Any
 from mlops.errors import MlopsError
 from mlops.local.state.home import JSON_COLUMNS, Home, _alive, _row, now
 
+# Columns added to ``executions`` after the first release: (name, SQL type), added to older databases.
+MIGRATIONS = (("pid_started", "INTEGER"),)
+
+
+def process_start_time(pid: int | None) -> int | None:
+    """When ``pid`` started (``/proc/<pid>/stat`` field 22, clock ticks since boot); None when it is gone
+    or a zombie. With the pid it names one process: a reused pid has another start time."""
+    if not pid:
+        return None
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # field 3 onwards; the name (field 2) may hold spaces
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
+        return None
+    return int(fields[22 - 3])
+
+
+def executor_alive(pid: int | None, started: int | None) -> bool:
+    """Whether the executor that recorded (pid, start time) still runs."""
+    if pid == os.getpid():
+        return True
+    if not _alive(pid):
+        return False
+    if not os.path.exists("/proc/self/stat"):  # no /proc here: the pid alone has to do
+        return True
+    current = process_start_time(pid)
+    return current is not None and (started is None or current == started)
+
+
+def _migrate(con) -> None:
+    have = {r["name"] for r in con.execute("PRAGMA table_info(executions)").fetchall()}
+    for name, kind in MIGRATIONS:
+        if name not in have:
+            con.execute(f"ALTER TABLE executions ADD COLUMN {name} {kind}")
+
 
 class Runs:
     def __init__(self, home: Home):
         self.home = home
         self.root = home.root
+        with self.db() as con:
+            _migrate(con)
+
+    def reap(self, con) -> list[str]:
+        """Fail every Executing execution whose executor is gone (SIGKILL, a crash, a full disk), so that
+        none stays Executing for good; its Executing and Pending steps become Stopped. Returns their ids."""
+        reaped = []
+        rows = con.execute("SELECT id, pid, pid_started FROM executions WHERE status = 'Executing'").fetchall()
+        for row in rows:
+            if executor_alive(row["pid"], row["pid_started"]):
+                continue
+            ended = now()
+            reason = f"the executor (pid {row['pid']}) ended without recording an outcome"
+            con.execute(
+                "UPDATE executions SET status='Failed', ended_at=?, failure_reason=? WHERE id=? AND status='Executing'",
+                (ended, reason, row["id"]),
+            )
+            con.execute(
+                "UPDATE steps SET status='Stopped', ended_at=COALESCE(ended_at, ?), failure_reason=?"
+                " WHERE execution_id=? AND status IN ('Executing', 'Pending')",
+                (ended, reason, row["id"]),
+            )
+            reaped.append(row["id"])
+        return reaped
 
     def db(self, immediate: bool = True):
         return self.home.db(immediate)
@@ -21,25 +82,30 @@ class Runs:
     def create(self, execution_id: str, pipeline_name: str, definition: dict, params: dict) -> None:
         with self.db() as con:
             con.execute(
-                "INSERT INTO executions (id, pipeline_name, status, definition, parameters, started_at, pid)"
-                " VALUES (?, ?, 'Executing', ?, ?, ?, ?)",
-                (execution_id, pipeline_name, json.dumps(definition), json.dumps(params), now(), os.getpid()),
-            )
+                "INSERT INTO executions"
+                " (id, pipeline_name, status, definition, parameters, started_at, pid, pid_started)"
+                " VALUES (?, ?, 'Executing', ?, ?, ?, ?, ?)",
+                (
+                    execution_id, pipeline_name, json.dumps(definition), json.dumps(params), now(), os.getpid(),
+                    process_start_time(os.getpid()),
+                ),
+            )  # fmt: skip
 
     def claim(self, execution_id: str, definition: dict, params: dict) -> dict[str, Any]:
         """Mark a recorded execution Executing again for a resume; refuse one that a live process runs."""
         with self.db(immediate=True) as con:
+            self.reap(con)
             row = _row(con.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone())
             if row is None:
                 raise MlopsError(f"no execution {execution_id} in {self.root}")
-            if row["status"] == "Executing" and row["pid"] != os.getpid() and _alive(row["pid"]):
+            if row["status"] == "Executing" and row["pid"] != os.getpid():
                 raise MlopsError(f"execution {execution_id} is still running (pid {row['pid']})")
             if row["status"] == "Succeeded":
                 raise MlopsError(f"execution {execution_id} already succeeded; nothing to resume")
             con.execute(
                 "UPDATE executions SET status='Executing', ended_at=NULL, failure_reason=NULL, pid=?,"
-                " definition=?, parameters=?, attempts=attempts+1 WHERE id=?",
-                (os.getpid(), json.dumps(definition), json.dumps(params), execution_id),
+                " pid_started=?, definition=?, parameters=?, attempts=attempts+1 WHERE id=?",
+                (os.getpid(), process_start_time(os.getpid()), json.dumps(definition), json.dumps(params), execution_id),
             )
         return row
 
@@ -52,6 +118,7 @@ class Runs:
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
         with self.db() as con:
+            self.reap(con)
             row = con.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
             if row is None:
                 matches = con.execute(
@@ -62,6 +129,7 @@ class Runs:
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.db() as con:
+            self.reap(con)
             rows = con.execute(
                 "SELECT id, pipeline_name, status, started_at, ended_at, failure_reason, attempts"
                 " FROM executions ORDER BY started_at DESC LIMIT ?",

@@ -166,8 +166,28 @@ def load_checkpoint(rank: int) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, then leave the process group in an order that cannot abort a rank at exit.
+
+    The DDP wrapper (whose reducer holds the group and its hooks) is gone when ``_train`` returns. A
+    barrier lets every rank finish its collectives before any rank tears down, so no rank exits (taking
+    the rendezvous store with it) while a peer still talks to it; then every rank destroys the group
+    explicitly, on failure too (without the barrier, which a failed peer would never reach). A group left
+    to interpreter shutdown is destroyed by static destructors while its worker threads still run:
+    ``terminate called without an active exception`` and SIGABRT.
+    """
     args = parse_args(argv)
     rank, world, device = setup_distributed()
+    try:
+        code = _train(args, rank, world, device)
+        if dist.is_initialized():
+            dist.barrier()
+        return code
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> int:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
@@ -230,13 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                 CHECKPOINT,
             )
 
+    del trained  # the DDP reducer lets go of the process group before it is destroyed
     if rank == 0:
         model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
         save_model(model.cpu(), config, model_dir)
         print(f"saved model to {model_dir}", flush=True)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
     return 0
 
 
