@@ -59,3 +59,30 @@ def test_outside_a_project_the_error_says_how_to_point_at_one(tmp_path):
     proc = mlops("validate", cwd=tmp_path, env={"MLOPS_PROJECT_ROOT": ""})
     assert proc.returncode == 2
     assert "no mlops project at or above" in proc.stderr and "--project DIR" in proc.stderr
+
+
+def test_without_namespaces_a_run_with_jobs_is_refused_before_it_starts(tmp_path):
+    definition = {
+        "Version": "2020-12-01",
+        "Steps": [
+            {
+                "Name": "Job",
+                "Type": "Processing",
+                "Arguments": {
+                    "ProcessingResources": {
+                        "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
+                    },
+                    "AppSpecification": {"ImageUri": "python", "ContainerEntrypoint": ["python3", "-c", "pass"]},
+                    "RoleArn": "arn:aws:iam::111111111111:role/r",
+                },
+            }
+        ],
+    }
+    path = tmp_path / "job.json"
+    path.write_text(__import__("json").dumps(definition))
+    no_bwrap = {"PATH": str(tmp_path / "empty-bin"), "MLOPS_SANDBOX": ""}  # bwrap cannot be found
+    proc = mlops("run", "--definition", str(path), "--home", str(tmp_path / "h"), env=no_bwrap)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: jobs cannot be isolated here") and "MLOPS_SANDBOX=none" in proc.stderr
+    listed = mlops("executions", "list", "--format", "json", "--home", str(tmp_path / "h"))
+    assert listed.stdout.strip() == "[]"  # nothing was started or recorded

@@ -12,7 +12,9 @@ ran (or crashing the sandbox launcher):
   (LeftValue/RightValue, QueryValue/Values, Condition, Conditions), operands values or expressions;
 - a job step's request (Processing, Training, RegisterModel, ...): objects, lists and maps where botocore's
   SageMaker model has them, and SageMaker's own limits on lengths and entry counts (botocore checks
-  minimums only): a 60 MB ``Environment`` value is refused with the step, the field and the limit.
+  minimums only): a 60 MB ``Environment`` value is refused with the step, the field and the limit;
+- instance counts: an ``InstanceCount`` over the maximum botocore's model gives it (ProcessingInstanceCount:
+  100) and, in ``check`` (what ``mlops run`` calls), over the hosts this machine runs (MAX_LOCAL_HOSTS).
 
 ``check`` raises the first problem as a DefinitionError; ``problems`` returns them all (validate reports
 them as findings).
@@ -53,6 +55,17 @@ DURATION = re.compile(
 )
 RETRY_NUMBERS = ("IntervalSeconds", "BackoffRate", "MaxAttempts", "ExpireAfterMin")
 SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_:\-]{1,64}$")
+# Each job instance is a process tree with its own sandbox directory on this machine: more than this many
+# hosts in one job is a typo (InstanceCount 100000 once made 100,000 directories and hung), not a plan.
+MAX_LOCAL_HOSTS = 64
+# Where a job step's request names its instance count(s), per step type. SageMaker's own ceiling comes from
+# botocore where its model has one (ProcessingInstanceCount: max 100). TrainingInstanceCount has none in
+# the model: the per-job number of training instances is an adjustable account quota (Service Quotas), not
+# an API maximum, so no SageMaker ceiling is applied to training here; the local one below still is.
+INSTANCE_COUNTS = {
+    "Processing": ("ProcessingResources", "ClusterConfig", "InstanceCount"),
+    "Training": ("ResourceConfig", "InstanceCount"),
+}
 
 
 @dataclass(frozen=True)
@@ -273,6 +286,11 @@ def _request(value: Any, shape, step: str, path: str, out: _Collector, operation
                 out.add(step, where, f"must be a {kind}, got {_kind(node)}")
             elif kind == "string" and isinstance(node, str) and limit is not None and len(node) > limit:
                 out.add(step, where, f"is {len(node)} characters long; SageMaker's {operation} allows at most {limit}")
+            elif (
+                kind == "integer" and shp.name.endswith("InstanceCount") and isinstance(node, int)
+                and not isinstance(node, bool) and limit is not None and node > limit
+            ):
+                out.add(step, where, f"= {node}; SageMaker's {operation} allows at most {limit} ({shp.name})")
 
 
 def _input_shape(step_type: str):
@@ -331,8 +349,35 @@ def _step_fields(spec: Mapping[str, Any], step: str, out: _Collector) -> None:
                         out.add(step, f"PropertyFiles[{i}].{member}", f"must be a string, got {_kind(pf[member])}")
 
 
-def problems(definition: Mapping[str, Any] | Definition) -> list[Problem]:
-    """Every shape problem of a definition that ``parse`` accepts (a DefinitionError when it does not)."""
+def _dig(node: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _local_hosts(step_type: str, args: Mapping[str, Any], step: str, limit: int, out: _Collector) -> None:
+    """A job step's literal instance count(s) against the hosts this machine runs (expressions are left to
+    the runtime, which refuses them before creating a host)."""
+    counts: list[tuple[str, Any]] = []
+    if step_type in INSTANCE_COUNTS:
+        path = INSTANCE_COUNTS[step_type]
+        counts.append(("Arguments." + ".".join(path), _dig(args, path)))
+    groups = _dig(args, ("ResourceConfig", "InstanceGroups")) if step_type == "Training" else None
+    if isinstance(groups, list):
+        for i, g in enumerate(groups):
+            counts.append((f"Arguments.ResourceConfig.InstanceGroups[{i}].InstanceCount", _dig(g, ("InstanceCount",))))
+        total = sum(c for _, c in counts[1:] if isinstance(c, int) and not isinstance(c, bool))
+        counts.append(("Arguments.ResourceConfig.InstanceGroups (all groups)", total))
+    for where, count in counts:
+        if isinstance(count, int) and not isinstance(count, bool) and count > limit:
+            out.add(step, where, f"= {count}: this machine runs at most {limit} local hosts per job (MAX_LOCAL_HOSTS)")
+
+
+def problems(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = None) -> list[Problem]:
+    """Every shape problem of a definition that ``parse`` accepts (a DefinitionError when it does not);
+    with ``max_local_hosts``, also job steps asking for more hosts than that."""
     model = definition if isinstance(definition, Definition) else parse(definition)
     out = _Collector()
     _parameters(model.raw.get("Parameters") or [], out)
@@ -353,13 +398,16 @@ def problems(definition: Mapping[str, Any] | Definition) -> list[Problem]:
                 out.add(name, "Arguments.ErrorMessage", f"must be a string or an expression, got {_kind(message)}")
         elif step.type in OPERATIONS:
             _request(args, _input_shape(step.type), name, "Arguments", out, OPERATIONS[step.type][0])
+            if max_local_hosts is not None:
+                _local_hosts(step.type, args, name, max_local_hosts, out)
     unique = list(dict.fromkeys(out.found))
     return unique
 
 
-def check(definition: Mapping[str, Any] | Definition) -> None:
-    """Raise the first problem as a one-line DefinitionError naming the step and the field."""
-    found = problems(definition)
+def check(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = MAX_LOCAL_HOSTS) -> None:
+    """Raise the first problem as a one-line DefinitionError naming the step and the field; by default
+    (``mlops run``) a job step over this machine's MAX_LOCAL_HOSTS is one."""
+    found = problems(definition, max_local_hosts=max_local_hosts)
     if found:
         more = f" (and {len(found) - 1} more problem(s); `mlops validate` lists them)" if len(found) > 1 else ""
         raise DefinitionError(f"{found[0]}{more}")

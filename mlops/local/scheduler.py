@@ -331,6 +331,10 @@ def run_definition(
     options = dataclasses.replace(options or RunOptions(), **settings)  # settings: RunOptions fields
     h = home if isinstance(home, Home) else Home.open(home)
     model = plan(definition)
+    if any(getattr(handlers.handler_for(s.type), "needs_sandbox", False) for s in model.steps.values()):
+        from mlops.local.runtime.sandbox import sandbox_mode
+
+        sandbox_mode()  # no isolation is never silent: refused before the run unless MLOPS_SANDBOX=none
     stop = options.stop or threading.Event()
     previous: list[dict[str, Any]] = []
     refuse_params_on_resume(options.resume, options.params)

@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -247,10 +248,28 @@ def _port_in_use(port: int) -> bool:
         return False
 
 
-def _spawn(args: list[str], log_path: Path, cwd: Path, extra_env: dict[str, str]) -> ProcessRef:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TOOLKIT_ROOT), env.get("PYTHONPATH", "")) if p)
+# What a model server takes from this machine's environment, as an image would have it: nothing else (no
+# tokens, no database URLs, no AWS credentials); the serving variables come from the supervisor itself.
+_SERVER_AMBIENT_ENV = re.compile(r"^(PATH|LANG|LANGUAGE|LC_\w+|TZ|CUDA_VISIBLE_DEVICES|NVIDIA_\w+)$")
+
+
+def server_env(extra_env: dict[str, str], home: Path) -> dict[str, str]:
+    """A model server's allow-listed environment: the ambient basics, ``extra_env`` (the model dir, port,
+    ``SAGEMAKER_*`` / ``SM_*`` serving variables), the toolkit on ``PYTHONPATH`` and a ``HOME`` of its own."""
+    env = {k: v for k, v in os.environ.items() if _SERVER_AMBIENT_ENV.match(k)}
+    env.setdefault("PATH", os.defpath)
+    env.update(PYTHONPATH=str(TOOLKIT_ROOT), PYTHONUNBUFFERED="1", HOME=str(home))
     env.update(extra_env)
+    return env
+
+
+def _spawn(
+    args: list[str], log_path: Path, cwd: Path, extra_env: dict[str, str], env: dict[str, str] | None = None
+) -> ProcessRef:
+    if env is None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TOOLKIT_ROOT), env.get("PYTHONPATH", "")) if p)
+        env.update(extra_env)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, *args],
@@ -382,12 +401,14 @@ def _spawn_version(
     ready_dir.mkdir()
     log.info("starting %s %s (%s) on port %d", name, variant, version, port)
     args = ["-m", "mlops.serving.server", "--model-dir", str(model_dir), "--port", str(port)]
-    ref = _spawn(
-        [*args, "--workers", str(workers)],
-        log_path,
-        directory,
-        {"SAGEMAKER_BIND_TO_PORT": str(port), "SM_MODEL_DIR": str(model_dir), READY_DIR_ENV: str(ready_dir)},
-    )
+    serving = {
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SM_MODEL_DIR": str(model_dir),
+        READY_DIR_ENV: str(ready_dir),
+    }
+    home = directory / f"{variant}.home"
+    home.mkdir(exist_ok=True)
+    ref = _spawn([*args, "--workers", str(workers)], log_path, directory, serving, server_env(serving, home))
     (directory / f"{variant}.pid").write_text(f"{ref.pid}\n")
     return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path))
 

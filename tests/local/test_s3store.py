@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mlops.local.s3store import S3Store, S3StoreError
@@ -68,6 +70,9 @@ def test_digest_depends_on_keys_and_content_only(store: S3Store, tmp_path):
         ("s3:///key", "no valid bucket"),
         ("s3://b/../escape", "'..'"),
         ("s3://b/a/./b", "'.'"),
+        ("s3://b//etc/passwd", "leading '/'"),
+        ("s3://b/a//b", "empty path segment"),
+        ("s3://b/a/b//", "empty path segment"),
         (None, "not an S3 URI"),
     ],
 )
@@ -92,3 +97,34 @@ def test_failed_upload_writes_nothing(store: S3Store, tmp_path):
     with pytest.raises(S3StoreError, match="not a file"):
         store.put_file("s3://b/k", tmp_path / "missing")
     assert store.list("s3://b/") == []
+
+
+def test_put_tree_skips_symlinks_and_special_files_without_following_them(store: S3Store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host")
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "y.txt").write_text("y")
+    (src / "link").symlink_to(outside / "secret")
+    (src / "dirlink").symlink_to(outside)
+    os.mkfifo(src / "fifo")
+    skipped = []
+    assert store.put_tree("s3://b/t/", src, on_skip=lambda rel, why: skipped.append((rel, why))) == [
+        "dirlink", "fifo", "link"
+    ]  # fmt: skip
+    assert store.list("s3://b/t/") == ["s3://b/t/sub/y.txt"]
+    assert dict(skipped) == {
+        "dirlink": "a symlink, not followed", "link": "a symlink, not followed", "fifo": "not a regular file"
+    }  # fmt: skip
+    (tmp_path / "tree-link").symlink_to(src)
+    with pytest.raises(S3StoreError, match="not a directory"):
+        store.put_tree("s3://b/u/", tmp_path / "tree-link")
+
+
+@pytest.mark.parametrize("rel", ["/abs/x", "../x", "a/../../x", "a//b", ""])
+def test_download_refuses_a_relative_path_that_leaves_the_destination(store: S3Store, tmp_path, rel):
+    store.put_bytes("s3://b/k", b"x")
+    with pytest.raises(S3StoreError, match="cannot download s3://b/k"):
+        store.download_objects([("s3://b/k", rel)], tmp_path / "dest")
+    assert not (tmp_path / "x").exists()

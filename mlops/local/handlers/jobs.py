@@ -31,6 +31,7 @@ def job_name(execution_id: str, step: str) -> str:
 
 class JobHandler:
     kind = ""  # Processing | Training
+    needs_sandbox = True  # the scheduler checks, before start, that jobs can be isolated here
 
     def runner(self):
         raise NotImplementedError

@@ -20,7 +20,14 @@ def _metric_files(node: Any, read_text: Callable[[str], str], where: str = "Mode
     out: dict[str, Any] = {}
     if isinstance(node, Mapping):
         if isinstance(node.get("S3Uri"), str):
-            text = read_text(node["S3Uri"])
+            # read_text maps the URI through the local store, which refuses keys that could leave it
+            # (s3://b//etc/x, ..): the error names the field and the URI, and nothing is read.
+            try:
+                text = read_text(node["S3Uri"])
+            except FileNotFoundError:
+                raise
+            except MlopsError as err:
+                raise MlopsError(f"{where}.S3Uri: {err}") from None
             try:
                 content: Any = json.loads(text)
             except ValueError:
@@ -55,6 +62,8 @@ def register_model(
         metrics = _metric_files(request.get("ModelMetrics") or {}, read_text)
     except FileNotFoundError as err:
         raise MlopsError(f"step {step}: model metrics file not found: {err}") from None
+    except MlopsError as err:
+        raise MlopsError(f"step {step}: {err}") from None
     status = request.get("ModelApprovalStatus") or "PendingManualApproval"
     row = home.registry.register(
         group,

@@ -3,9 +3,12 @@
 - ``File``: objects copied into ``/opt/ml/input/data/<channel>`` (sharded by key when asked).
 - ``FastFile``: the store directory bound read-only at the channel path; nothing is copied.
 - ``Pipe``: a FIFO per epoch at ``/opt/ml/input/data/<channel>_<epoch>``; a writer thread streams the
-  objects into it; epoch N+1's FIFO appears as soon as a reader has opened epoch N.
+  objects into it; epoch N+1's FIFO appears as soon as a reader has opened epoch N. The FIFOs are made and
+  opened through a fd of the data dir taken before the job starts, with O_NOFOLLOW, and checked to be FIFOs:
+  a job that swaps one for a symlink or a file gets its channel stopped and the job failed, never a write
+  to what the link names.
 - ``FileSystemDataSource`` (EFS, FSx for Lustre): the local dir that ``file_systems[FileSystemId]`` names,
-  with ``DirectoryPath`` resolved under it, bound at the channel path.
+  with ``DirectoryPath`` resolved under it (and refused if it resolves outside it), bound at the channel path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +80,11 @@ def parse_channels(request: dict, file_systems: dict[str, str] | None) -> list[C
                 )
             root = Path(file_systems[fs_id])
             ch.fs_dir = root / str(fs.get("DirectoryPath", "/")).lstrip("/")
+            if not ch.fs_dir.resolve().is_relative_to(root.resolve()):
+                raise JobRequestError(
+                    f"{where} ({name}): DirectoryPath {fs.get('DirectoryPath')!r} resolves outside "
+                    f"{root} (file system {fs_id})"
+                )
             if not ch.fs_dir.is_dir():
                 raise JobRequestError(
                     f"{where} ({name}): {ch.fs_dir} (file system {fs_id}) is not a directory"
@@ -96,38 +105,78 @@ def parse_channels(request: dict, file_systems: dict[str, str] | None) -> list[C
 
 
 class PipeFeeder:
-    """Feeds ``<dir>/<channel>_<epoch>`` FIFOs until stopped; one thread per (host, channel)."""
+    """Feeds ``<dir>/<channel>_<epoch>`` FIFOs until stopped; one thread per (host, channel).
+
+    ``error`` is set (one line naming the FIFO) when the job replaced a FIFO with something else; the
+    feeder then stops and the job fails with it.
+    """
 
     def __init__(self, data_dir: Path, channel: str, objects: list[Path]):
         self.data_dir, self.channel, self.objects = data_dir, channel, objects
         self.stop = threading.Event()
         self.epochs = 0
+        self.error: str | None = None
+        # The data dir as it is now, before the job runs: a job renaming it or swapping it for a symlink
+        # cannot redirect the FIFOs (closed by close()).
+        self.dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.fifo(0)
         self.thread = threading.Thread(target=self._run, name=f"pipe-{channel}", daemon=True)
 
-    def fifo(self, epoch: int) -> Path:
-        path = self.data_dir / f"{self.channel}_{epoch}"
-        if not path.exists():
-            os.mkfifo(path)
-        return path
+    def _name(self, epoch: int) -> str:
+        return f"{self.channel}_{epoch}"
 
-    def _open_writer(self, path: Path) -> int | None:
+    def _where(self, epoch: int) -> str:
+        return f"channel {self.channel}: {DATA}/{self._name(epoch)}"
+
+    def fifo(self, epoch: int) -> str:
+        name = self._name(epoch)
+        try:
+            os.mkfifo(name, dir_fd=self.dir_fd)
+        except FileExistsError:
+            pass  # checked to be a FIFO when opened
+        return name
+
+    def _open_writer(self, epoch: int) -> int | None:
+        name = self._name(epoch)
         while not self.stop.is_set():
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                fd = os.open(
+                    name, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd
+                )
             except OSError as err:
-                if err.errno != errno.ENXIO:  # ENXIO: no reader yet
-                    raise
-                self.stop.wait(0.05)
-                continue
+                if err.errno == errno.ENXIO:  # no reader yet
+                    self.stop.wait(0.05)
+                    continue
+                if err.errno == errno.ENOENT:  # the job removed it: SageMaker's FIFO is not optional
+                    self._fail(f"{self._where(epoch)} was removed by the job; not recreated")
+                elif err.errno == errno.ELOOP:
+                    self._fail(f"{self._where(epoch)} was replaced by a symlink; nothing written to it")
+                else:
+                    self._fail(f"{self._where(epoch)} cannot be opened ({err.strerror}); nothing written")
+                return None
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+                self._fail(f"{self._where(epoch)} was replaced by a file that is not a FIFO; nothing written")
+                return None
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
             return fd
         return None
 
+    def _fail(self, message: str) -> None:
+        self.error = message
+        log.warning("%s", message)
+        self.stop.set()
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
     def _run(self) -> None:
         epoch = 0
         while not self.stop.is_set():
-            fd = self._open_writer(self.fifo(epoch))
+            self.fifo(epoch)
+            fd = self._open_writer(epoch)
             if fd is None:
                 return
             # The next epoch's FIFO exists before this one hits EOF, so a reader never races its creation.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -16,13 +17,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops.definition.preflight import MAX_LOCAL_HOSTS
 from mlops.errors import DefinitionError
 from mlops.local.runtime import sandbox
-from mlops.local.s3store import S3Store, S3StoreError, split_uri
+from mlops.local.s3store import S3Store, S3StoreError, read_nofollow, relative_key_problem, split_uri
+
+log = logging.getLogger(__name__)
 
 ML = "/opt/ml"
 # Variables from the executor's own environment that the job must not inherit.
 _DROP_ENV = re.compile(r"^(AWS_|SM_|SAGEMAKER_|PYTEST_|MLOPS_SANDBOX$|VIRTUAL_ENV$|PYTHONHOME$)")
+# The most of a file the executor reads back from a job's sandbox (a failure or message file).
+SANDBOX_READ_LIMIT = 64 * 1024
 
 
 class JobRequestError(DefinitionError):
@@ -62,8 +68,17 @@ def host_names(count: int) -> list[str]:
     return [f"algo-{i}" for i in range(1, count + 1)]
 
 
+def check_host_count(count: int, field_name: str) -> None:
+    """Refuse, before any host dir exists, more hosts than this machine runs (preflight's limit)."""
+    if count > MAX_LOCAL_HOSTS:
+        raise JobRequestError(
+            f"{field_name} = {count}: more than the {MAX_LOCAL_HOSTS} hosts that run on this machine"
+        )
+
+
 def make_host_dirs(job_dir: Path, count: int) -> list[HostDirs]:
     """Fresh sandboxes: a retry in the same job dir must not see the previous attempt's files."""
+    check_host_count(count, "InstanceCount")
     hosts = [HostDirs(h, Path(job_dir) / h) for h in host_names(count)]
     for h in hosts:
         shutil.rmtree(h.root, ignore_errors=True)
@@ -142,7 +157,15 @@ def s3_objects(store: S3Store, uri: str, data_type: str, where: str) -> list[tup
             raise JobRequestError(
                 f"{where}: manifest {uri} is not a SageMaker manifest file ({err})"
             ) from err
+        s3_uri(prefix, f"{where}: manifest {uri} prefix")
         base = prefix if prefix.endswith("/") else prefix + "/"
+        for r in rels:
+            problem = relative_key_problem(r)
+            if problem:
+                raise JobRequestError(
+                    f"{where}: manifest {uri} entry {r!r} has {problem}; entries are keys relative to its prefix"
+                )
+            s3_uri(base + r, f"{where}: manifest {uri} entry {r!r}")
         return [(base + r, r) for r in sorted(rels)]
     raise JobRequestError(
         f"{where}: S3DataType {data_type!r} is not supported locally (S3Prefix, ManifestFile)"
@@ -238,6 +261,36 @@ def _log_lines(host) -> list[str]:
         return []
 
 
+def read_sandbox_text(host: HostDirs, rel: str) -> tuple[str, str | None]:
+    """``(text, None)`` of ``/opt/ml/<rel>`` in a host's sandbox, at most SANDBOX_READ_LIMIT bytes, opened
+    without following a symlink; ``("", why)`` when it is a symlink or not a regular file; ``("", None)``
+    when it is not there."""
+    path = host.ml / rel
+    try:
+        os.lstat(path)
+    except OSError:
+        return "", None
+    try:
+        data = read_nofollow(host.root, path, SANDBOX_READ_LIMIT)
+    except S3StoreError:
+        return "", f"{ML}/{rel} ignored: a symlink or not a regular file"
+    return data.decode(errors="replace").strip(), None
+
+
+def job_warning(log_path: Path, host: str, message: str, on_log: Callable[[str, str], None] | None) -> None:
+    """A line from the executor in a host's job log (and this log), e.g. a symlink it did not follow."""
+    line = f"[mlops] WARNING: {message}"
+    log.warning("%s: %s", host, message)
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+    if on_log is not None:
+        on_log(host, line)
+
+
 def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict[str, list[str]]) -> str:
     """Why the job failed, from the host that failed first: its failure file if written (``failure_file``
     relative to its ``/opt/ml``), else its first real error line, else its last stderr lines. A failure
@@ -247,8 +300,7 @@ def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict
     for h, code in zip(hosts, codes, strict=True):
         if code == 0:
             continue
-        path = h.ml / failure_file
-        text = path.read_text(errors="replace").strip() if path.is_file() else ""
+        text, refused = read_sandbox_text(h, failure_file)
         reason = None
         if text and not _WRAPPER_ERROR.search(text):
             reason = text[-2048:]
@@ -256,6 +308,8 @@ def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict
             line = first_error_line(tails.get(h.host, [])) or first_error_line(_log_lines(h))
             if line:
                 reason = line if not text else f"{line} ({exit_description(h.host, code)})"
+        if refused:
+            reason = f"{reason or exit_description(h.host, code)} ({refused})"
         failed.append((code in _STOPPED_BY_US, reason is None, not text, h, code, reason))
     if not failed:
         return "job failed"

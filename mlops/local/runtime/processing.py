@@ -20,10 +20,12 @@ from mlops.local.runtime.common import (
     JobResult,
     LogCallback,
     base_env,
+    check_host_count,
     container_path,
     failure_reason,
     get,
     host_names,
+    job_warning,
     make_host_dirs,
     now,
     s3_objects,
@@ -32,7 +34,7 @@ from mlops.local.runtime.common import (
     shard,
     write_json,
 )
-from mlops.local.s3store import S3Store
+from mlops.local.s3store import S3Store, S3StoreError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ def run_processing_job(
     count = get(request, "ProcessingResources.ClusterConfig.InstanceCount", int, 1)
     if count < 1:
         raise JobRequestError(f"ProcessingResources.ClusterConfig.InstanceCount = {count} must be >= 1")
+    check_host_count(count, "ProcessingResources.ClusterConfig.InstanceCount")
     entrypoint = get(request, "AppSpecification.ContainerEntrypoint", list, None)
     if not entrypoint:
         raise JobRequestError(
@@ -150,11 +153,22 @@ def run_processing_job(
                     "Failed", f"ClientError: no S3 objects found under {item['uri']} ({item['name']})"
                 )
             mine = shard(objects, index, count, item["distribution"], item["where"])
-            store.download_objects(mine, h.container_dir(item["local"]))
+            try:
+                store.download_objects(mine, h.container_dir(item["local"]))
+            except S3StoreError as err:
+                for lp in log_paths:
+                    lp.touch()
+                return finish("Failed", f"ClientError: input {item['name']}: {err}")
         (h.ml / "output").mkdir(exist_ok=True)
         write_json(h.ml / "config" / "resourceconfig.json", {"current_host": h.host, "hosts": names})
         write_json(h.ml / "config" / "processingjobconfig.json", {"ProcessingJobName": job_name, **request})
-        instances.append(sandbox.Instance(h.host, argv, env, mounts, cwd="/"))
+        instances.append(
+            sandbox.Instance(
+                h.host, argv, env, mounts, cwd="/",
+                declared_env=get(request, "Environment", dict, {}).keys(),
+                instance_type=get(request, "ProcessingResources.ClusterConfig.InstanceType", str, None),
+            )
+        )  # fmt: skip
 
     log.info("processing job %s: %d instance(s)", job_name, count)
     result = sandbox.run_group(
@@ -175,7 +189,20 @@ def run_processing_job(
     if any(result.exit_codes):
         reason = failure_reason("output/message", hosts, result.exit_codes, result.stderr_tail)
         return finish("Failed", reason)
+    # Outputs are what the job left in its sandbox: walked without following a symlink (one in an output
+    # is skipped with a warning in that host's log; a symlinked output dir fails the job).
     for item in outputs:
-        for h in hosts:
-            store.put_tree(item["uri"], h.container_dir(item["local"]))
+        for h, lp in zip(hosts, log_paths, strict=True):
+
+            def skipped(rel: str, why: str, h=h, lp=lp, item=item) -> None:
+                message = f"output {item['name']}: {item['local']}/{rel} skipped ({why})"
+                job_warning(lp, h.host, message, on_log)
+
+            try:
+                store.put_tree(item["uri"], h.container_dir(item["local"]), base=h.root, on_skip=skipped)
+            except S3StoreError as err:
+                return finish(
+                    "Failed",
+                    f"ClientError: output {item['name']} ({item['local']} on {h.host}) not uploaded: {err}",
+                )
     return finish("Completed", None)

@@ -1,15 +1,19 @@
 """Runs a job's instances as SageMaker containers would see them, without containers.
 
-``bwrap`` mode (the default where user namespaces work): one outer ``bwrap --unshare-net`` per job gives
-the job a private network (loopback up) that its N hosts share, so fixed ports such as torchrun's
+``bwrap`` mode (the default; required unless ``MLOPS_SANDBOX=none``): one outer ``bwrap --unshare-net`` per
+job gives the job a private network (loopback up) that its N hosts share, so fixed ports such as torchrun's
 ``algo-1:7777`` never collide between concurrent jobs. Inside it a generated bash supervisor starts
 one inner ``bwrap`` per instance with its own hostname (``algo-N``), PID namespace, a generated
-``/etc/hosts`` (``algo-*`` -> 127.0.0.1), a private ``/tmp``, the host root read-only and the instance's
-sandbox dirs bound at their container paths (``/opt/ml``, processing ``LocalPath`` s, ...).
+``/etc/hosts`` (``algo-*`` -> 127.0.0.1), a private ``/tmp`` and a root built only from what the job needs
+(:func:`mount_plan`: system dirs, a minimal /etc, the interpreter; never $HOME, the project, the MLOPS home
+or other executions), the instance's sandbox dirs bound at their container paths (``/opt/ml``, processing
+``LocalPath`` s, ...), an allow-listed environment (:func:`job_environment`) and its ``InstanceType``'s
+CPUs and memory (:func:`limits_prefix`).
 
-``none`` mode (no usable namespaces, or ``MLOPS_SANDBOX=none``): processes run directly; every container
-path in the arguments, environment and working dir is rewritten to its host dir ("mapped paths"). Scripts
-that read container paths from files they ship themselves cannot be rewritten, so this mode warns once.
+``none`` mode (``MLOPS_SANDBOX=none`` only; without usable namespaces a run is refused otherwise): processes
+run directly, without isolation (it says so once); every container path in the arguments, environment and
+working dir is rewritten to its host dir ("mapped paths"). Scripts that read container paths from files
+they ship themselves cannot be rewritten. The environment allow-list and the limits apply here too.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from mlops.errors import MlopsError
 from mlops.local.records import RuntimeFault
+from mlops.local.runtime import instances as instance_types
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ SUPERVISOR = "supervise.sh"  # written into each job's sandbox work dir
 # Host-root entries that get a fresh instance of their own instead of the host's.
 _SPECIAL_ROOT = {"/proc": ["--proc", "/proc"], "/dev": ["--dev", "/dev"], "/tmp": ["--tmpfs", "/tmp"]}
 _TAIL_LINES = 20
+_SHELL_ENV = ("PWD", "OLDPWD", "SHLVL", "_")
 _warned_mapped = False
 
 
@@ -71,6 +77,11 @@ class Instance:
     env: dict[str, str]
     mounts: list[Mount] = field(default_factory=list)
     cwd: str | None = None
+    # The keys of ``env`` the job's request sets itself (its ``Environment``): they reach the job as given.
+    # Of the rest only the container contract does (:func:`job_environment`).
+    declared_env: Collection[str] = ()
+    # The ``InstanceType``: the job gets its CPU count and memory (:mod:`.instances`); None: the machine's.
+    instance_type: str | None = None
 
 
 @dataclass
@@ -83,7 +94,11 @@ class GroupResult:
 
 
 def sandbox_mode() -> str:
-    """``bwrap`` or ``none``: ``MLOPS_SANDBOX`` if set, else what this machine supports (probed once)."""
+    """``bwrap`` or ``none``: ``MLOPS_SANDBOX`` if set, else ``bwrap`` where this machine supports it.
+
+    Never silently unisolated: without namespaces the run is refused unless ``MLOPS_SANDBOX=none`` says
+    to run jobs without isolation (and then the first job says so, :func:`_start_direct`).
+    """
     forced = os.environ.get("MLOPS_SANDBOX", "").strip().lower()
     if forced:
         if forced not in MODES:
@@ -91,7 +106,13 @@ def sandbox_mode() -> str:
         if forced == BWRAP and not _bwrap_works():
             raise SandboxError("MLOPS_SANDBOX=bwrap but bwrap cannot create namespaces on this machine")
         return forced
-    return BWRAP if _bwrap_works() else NONE
+    if not _bwrap_works():
+        raise SandboxError(
+            "jobs cannot be isolated here: bwrap is missing or cannot create Linux namespaces; "
+            "install bubblewrap (and allow unprivileged user namespaces), or set MLOPS_SANDBOX=none "
+            "to run jobs without isolation"
+        )
+    return BWRAP
 
 
 @functools.cache
@@ -112,13 +133,60 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def mount_plan(mounts: list[Mount]) -> list[str]:
-    """bwrap arguments that show the host root read-only with ``mounts`` on top.
+# What an interpreter needs from the host, read-only: the system dirs and a minimal /etc.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
+_ETC = (
+    "passwd", "group", "nsswitch.conf", "resolv.conf", "host.conf", "gai.conf", "ssl", "pki",
+    "ca-certificates", "ca-certificates.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
+    "localtime", "timezone", "mime.types", "os-release", "protocols", "services",
+)  # fmt: skip
+HOME_DIR = "/root"  # the job's $HOME: a writable dir of the sandbox's own root
 
-    A mount point that does not exist cannot be created in a read-only bind, so the deepest existing
-    directory on the way to it is "exploded": it becomes a tmpfs and each of its real children is bound back
-    (``/opt`` for ``/opt/ml``). Only when that directory is ``/`` itself does the whole root get rebuilt
-    entry by entry on bwrap's tmpfs root. Few mounts keep the sandbox start in the milliseconds.
+
+@functools.cache
+def root_binds() -> tuple[tuple[str, str], ...]:
+    """``(host source, sandbox path)`` pairs the sandbox's root is built from, all read-only.
+
+    The system dirs and a minimal /etc, then the interpreter and its environment (``sys.prefix``,
+    ``sys.base_prefix`` and the dir of the real ``sys.executable``: exactly those dirs, wherever they live,
+    under $HOME, inside a checkout or under /tmp). Nothing else of the host: not $HOME, not the project,
+    not the MLOPS home, not /run (host sockets), not other executions.
+    """
+    pairs: list[tuple[str, str]] = []
+    for d in _SYSTEM_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d):
+            pairs.append((d, d))
+    for name in _ETC:
+        path = os.path.join("/etc", name)
+        real = os.path.realpath(path)
+        if os.path.lexists(path) and os.path.exists(real):
+            pairs.append((real, path))
+    exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+    for p in (sys.prefix, sys.base_prefix, exe_dir, os.path.dirname(sys.executable)):
+        for target in {os.path.abspath(p), os.path.realpath(p)}:
+            pairs.append((os.path.realpath(p), target))
+    kept: list[tuple[str, str]] = []
+    for source, target in sorted(set(pairs), key=lambda st: (st[1].count("/"), st[1])):
+        # a dir inside one already bound, from the same host tree, is already visible
+        if not any(
+            _under(target, t) and source == os.path.normpath(os.path.join(s, os.path.relpath(target, t)))
+            for s, t in kept
+        ):
+            kept.append((source, target))
+    return tuple(kept)
+
+
+def _symlinked_system_dirs() -> list[str]:
+    return [d for d in _SYSTEM_DIRS if os.path.islink(d)]
+
+
+def mount_plan(mounts: list[Mount]) -> list[str]:
+    """bwrap arguments that build the job's root from what it needs, with ``mounts`` on top.
+
+    The root is bwrap's own tmpfs: the read-only :func:`root_binds`, a fresh /proc, a minimal /dev (plus
+    the GPUs), a private /tmp and a writable ``/root`` ($HOME). A mount point inside a read-only host dir
+    that does not exist there cannot be created, so the deepest existing directory on the way to it is
+    "exploded": it becomes a tmpfs and each of its real children is bound back (``/usr/x`` for ``/usr/x/y``).
     """
     for m in mounts:
         if not m.target.startswith("/") or ".." in m.target.split("/"):
@@ -134,32 +202,48 @@ def mount_plan(mounts: list[Mount]) -> list[str]:
             elif not inner.exists():
                 inner.parent.mkdir(parents=True, exist_ok=True)
                 inner.touch()
+    binds = root_binds()
     explode: set[str] = set()
     for m in tops:
         if _under(m.target, "/tmp") or m.target in _SPECIAL_ROOT:
             continue  # a fresh tmpfs: bwrap can make any mount point there
-        if os.path.lexists(m.target):
-            if os.path.islink(m.target) or os.path.isdir(m.target) != Path(m.source).is_dir():
+        link = next((d for d in _symlinked_system_dirs() if _under(m.target, d) and m.target != d), None)
+        if link is not None:
+            raise SandboxError(f"cannot mount {m.target}: {link} is not a directory on this machine")
+        covering = [(s, t) for s, t in binds if _under(m.target, t)]
+        if not covering:
+            continue  # on the sandbox's own tmpfs root: bwrap makes the mount point
+        source, target = max(covering, key=lambda st: len(st[1]))
+        host = os.path.normpath(os.path.join(source, os.path.relpath(m.target, target)))
+        if os.path.lexists(host):
+            if os.path.islink(host) or os.path.isdir(host) != Path(m.source).is_dir():
                 raise SandboxError(
                     f"cannot mount {m.source} at {m.target}: {m.target} is a link or of another kind"
                 )
             continue
-        parent = os.path.dirname(m.target)
+        if source != target:
+            raise SandboxError(f"cannot mount {m.target}: {target} is a read-only host path here")
+        parent = os.path.dirname(host)
         while not os.path.lexists(parent):
             parent = os.path.dirname(parent)
         if os.path.islink(parent) or not os.path.isdir(parent):
             raise SandboxError(f"cannot mount {m.target}: {parent} is not a directory on this machine")
         explode.add(parent)
-    if "/" in explode:
-        args = _explode("/", [m.target for m in tops], top_level=True)
-    else:
-        args = ["--ro-bind", "/", "/", *(a for special in _SPECIAL_ROOT.values() for a in special)]
-        for directory in sorted(explode, key=lambda d: d.count("/")):
-            args += ["--tmpfs", directory] + _explode(directory, [])
-    # The sandbox's /tmp is private; the interpreter and the project must stay visible when they live there
-    # (a checkout or virtualenv under /tmp, as CI clones often are).
-    for keep in host_paths_under_tmp():
-        args += ["--ro-bind", keep, keep]
+    args: list[str] = []
+    for d in _symlinked_system_dirs():  # merged /usr: /bin -> usr/bin
+        args += ["--symlink", os.readlink(d), d]
+    for source, target in binds:
+        if target.startswith("/etc/") or _under(target, "/tmp"):
+            continue  # after /etc and /tmp exist
+        args += ["--ro-bind", source, target]
+    args += [a for special in _SPECIAL_ROOT.values() for a in special]
+    args += ["--dir", "/etc", "--dir", HOME_DIR]
+    for source, target in binds:
+        if target.startswith("/etc/") or _under(target, "/tmp"):
+            # an interpreter or virtualenv under /tmp (as CI clones often are) stays visible
+            args += ["--ro-bind", source, target]
+    for directory in sorted(explode, key=lambda d: d.count("/")):
+        args += ["--tmpfs", directory] + _bind_children(directory)
     # bwrap's fresh /dev has no accelerators; hand the GPUs through so CUDA jobs see them.
     for dev in sorted(glob.glob("/dev/nvidia*")):
         args += ["--dev-bind", dev, dev]
@@ -183,27 +267,15 @@ def host_paths_under_tmp() -> tuple[str, ...]:
     return tuple(p for p in under if not any(o != p and _under(p, o) for o in under))
 
 
-def _explode(directory: str, targets: list[str], top_level: bool = False) -> list[str]:
+def _bind_children(directory: str) -> list[str]:
+    """Binds each entry of the host's ``directory`` back onto a tmpfs put over it (read-only)."""
     args: list[str] = []
-    if top_level:
-        for special_args in _SPECIAL_ROOT.values():
-            args += special_args
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
-        if top_level and path in _SPECIAL_ROOT:
-            continue
-        inside = [t for t in targets if _under(t, path)]
-        if not inside:
-            if os.path.islink(path):
-                args += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path) or os.path.isfile(path):
-                args += ["--ro-bind", path, path]
-            continue
-        if path in inside:
-            continue  # the mount itself covers it; bwrap makes the mount point on its tmpfs
-        if os.path.islink(path) or not os.path.isdir(path):
-            raise SandboxError(f"cannot mount {inside[0]}: {path} is not a directory on this machine")
-        args += ["--dir", path] + _explode(path, inside)
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path) or os.path.isfile(path):
+            args += ["--ro-bind", path, path]
     return args
 
 
@@ -216,6 +288,66 @@ def path_rewriter(mounts: list[Mount]) -> Callable[[str], str]:
     table = dict(pairs)
     pattern = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(t) for t, _ in pairs) + r")(?=/|$|[^\w.-])")
     return lambda s: pattern.sub(lambda m: table[m.group(1)], s)
+
+
+# -- environment and resources ---------------------------------------------------------------------------
+# What a container gets besides its request's ``Environment``: set by the runtime (passed only when the
+# runtime set them, never as the executor's own leftovers) ...
+_RUNTIME_ENV = re.compile(
+    r"^(SM_\w+|SAGEMAKER_\w+|TRAINING_JOB_\w+|PROCESSING_JOB_\w+|PYTHONPATH|AWS_ENDPOINT_URL\w*"
+    r"|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_DEFAULT_REGION|AWS_REGION)$"
+)
+_REGION_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION")
+# ... and the ambient ones an image would have.
+_AMBIENT_ENV = re.compile(
+    r"^(PATH|LANG|LANGUAGE|LC_\w+|TZ|PYTHONUNBUFFERED|CUDA_VISIBLE_DEVICES|NVIDIA_\w+)$"
+)
+
+
+def job_environment(inst: Instance, home: str) -> dict[str, str]:
+    """The allow-listed environment ``inst`` starts with: the container contract plus its ``Environment``.
+
+    Nothing else of the executor's environment (tokens, database URLs, the host's AWS credentials) reaches
+    the job; ``HOME`` is ``home``, a writable dir of the sandbox's own.
+    """
+    declared = set(inst.declared_env)
+    env = {}
+    for key, value in inst.env.items():
+        # A runtime name counts when the runtime set it: a value equal to the executor's own is a leftover
+        # (credentials, SM_*), except the region, which the stand-ins set and which is no secret.
+        runtime_set = _RUNTIME_ENV.match(key) and (key in _REGION_ENV or os.environ.get(key) != value)
+        if key in declared or _AMBIENT_ENV.match(key) or runtime_set:
+            env[key] = value
+    if "HOME" not in declared:
+        env["HOME"] = home
+    return env
+
+
+# Applies an instance's limits, then runs its command (where util-linux's prlimit/taskset are missing).
+_LIMITER = (
+    "import os, resource, sys\n"
+    "mem, cpus = int(sys.argv[1]), [int(c) for c in sys.argv[2].split(',')]\n"
+    "resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))\n"
+    "os.sched_setaffinity(0, cpus)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def limits_prefix(inst: Instance) -> list[str]:
+    """The command that gives ``inst`` its instance type's memory and CPUs before running its own.
+
+    Memory is an ``RLIMIT_DATA`` (private writable memory, per process: ``RLIMIT_AS`` would fail Python's and
+    CUDA's address-space reservations), so a runaway allocation fails with an out-of-memory error in the
+    job instead of taking the machine; CPUs are an affinity mask (what ``nproc`` and thread pools see).
+    """
+    limits = instance_types.limits_for(inst.instance_type)
+    if limits is None:
+        return []
+    cpus = ",".join(map(str, limits.cpus))
+    prlimit, taskset = shutil.which("prlimit"), shutil.which("taskset")
+    if prlimit and taskset:
+        return [prlimit, f"--data={limits.memory}", taskset, "-c", cpus]
+    return [sys.executable, "-I", "-c", _LIMITER, str(limits.memory), cpus]
 
 
 # -- process tree handling --------------------------------------------------------------------------------
@@ -401,7 +533,7 @@ class MappedPathsLauncher:
     """Plain processes whose container paths were rewritten to the sandbox dirs (no namespaces)."""
 
     def start(self, instances, pipes, work_dir, status_path, bridges):
-        return _start_direct(instances, pipes)
+        return _start_direct(instances, pipes, work_dir)
 
     def exit_codes(self, roots, status_path, count):
         return [p.returncode for p in roots]
@@ -454,10 +586,13 @@ def _start_bwrap(instances, pipes, work_dir: Path, status_path: Path, bridges=()
     hosts_file.write_text(f"127.0.0.1\tlocalhost {names}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     exe = shutil.which("bwrap")
     all_fds = [fd for (_, w1), (_, w2) in pipes for fd in (w1, w2)]
-    # The environment the hosts share reaches them through the supervisor's own environment, so the
-    # script on disk holds only the per-host variables (no copy of the executor's environment).
-    shared = {k: v for k, v in instances[0].env.items() if all(i.env.get(k) == v for i in instances)}
-    lines = ["# generated by mlops.local.runtime.sandbox: one sandboxed process per host, exit codes to a file"]
+    # Only the allow-listed environment reaches a host. What the hosts share reaches them through the
+    # supervisor's own environment, so the script on disk holds only the per-host variables.
+    envs = [job_environment(inst, HOME_DIR) for inst in instances]
+    shared = {k: v for k, v in envs[0].items() if all(e.get(k) == v for e in envs)}
+    lines = [
+        "# generated by mlops.local.runtime.sandbox: one sandboxed process per host, exit codes to a file"
+    ]
     for n, (port, socket_path) in enumerate(bridges):
         # in the job's network namespace, before any host starts: 127.0.0.1:port -> a host Unix socket
         from mlops.local.aws_standin import forwarder_command
@@ -472,9 +607,19 @@ def _start_bwrap(instances, pipes, work_dir: Path, status_path: Path, bridges=()
         lines.append("trap 'kill " + " ".join(f"$b{n}" for n in range(len(bridges))) + " 2>/dev/null' EXIT")
     for i, (inst, ((_, w_out), (_, w_err))) in enumerate(zip(instances, pipes, strict=True)):
         mounts = [*inst.mounts, Mount("/etc/hosts", hosts_file, read_only=True)]
-        argv = [exe, "--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc"]
-        for key, value in inst.env.items():
-            if shared.get(key) != value:
+        argv = [
+            *limits_prefix(inst),
+            exe,
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-ipc",
+        ]
+        for key in _SHELL_ENV:  # what bash adds to its children's environment
+            if key not in envs[i]:
+                argv += ["--unsetenv", key]
+        for key, value in envs[i].items():
+            if shared.get(key) != value or key in _SHELL_ENV:
                 argv += ["--setenv", key, value]
         argv += ["--hostname", inst.host, *mount_plan(mounts), "--chdir", inst.cwd or "/", "--", *inst.argv]
         closes = " ".join(f"{fd}>&-" for fd in all_fds)
@@ -506,21 +651,25 @@ def _bash() -> str:
     return exe
 
 
-def _start_direct(instances, pipes) -> list[subprocess.Popen]:
+def _start_direct(instances, pipes, work_dir: Path) -> list[subprocess.Popen]:
     global _warned_mapped
     if not _warned_mapped:
         _warned_mapped = True
         log.warning(
-            "no Linux namespaces (bwrap) here: jobs run with mapped paths; scripts that hard-code "
+            "MLOPS_SANDBOX=none: jobs run WITHOUT isolation (they can read this machine's files and reach "
+            "its network; only their environment is filtered), with mapped paths: scripts that hard-code "
             "/opt/ml paths or algo-N host names may fail"
         )
     procs = []
     for inst, ((_, w_out), (_, w_err)) in zip(instances, pipes, strict=True):
         rewrite = path_rewriter(inst.mounts)
+        home = work_dir / "home" / inst.host
+        home.mkdir(parents=True, exist_ok=True)
+        env = job_environment(inst, str(home))
         procs.append(
             subprocess.Popen(
-                [rewrite(a) for a in inst.argv],
-                env={k: rewrite(v) for k, v in inst.env.items()},
+                [*limits_prefix(inst), *(rewrite(a) for a in inst.argv)],
+                env={k: rewrite(v) for k, v in env.items()},
                 cwd=rewrite(inst.cwd) if inst.cwd else None,
                 stdin=subprocess.DEVNULL,
                 stdout=w_out,

@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,19 @@ from mlops.local.runtime.common import (
     LogCallback,
     MetricParser,
     base_env,
+    check_host_count,
     container_path,
     failure_reason,
     get,
+    job_warning,
     make_host_dirs,
     now,
     s3_uri,
     service_env,
     write_json,
 )
-from mlops.local.s3store import S3Store
+from mlops.local.runtime.instances import cpu_count
+from mlops.local.s3store import S3Store, S3StoreError, SkipCallback, open_dir_nofollow, walk_nofollow
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +60,27 @@ class CheckpointSync:
     """Copies new or changed files of the hosts' checkpoint dirs into the store, in a thread and at the end.
 
     Each object is written atomically (the store's temp file + rename); files still being written under a
-    temp name (``.name.*.tmp``) are left for the next pass.
+    temp name (``.name.*.tmp``) are left for the next pass. The job is running while this reads its dirs, so
+    nothing is followed: each dir is reached from its base (default: its parent) by fd without a symlink,
+    and symlinks or special files in it are skipped (``on_skip``, once per path), never dereferenced.
     """
 
-    def __init__(self, store: S3Store, uri: str, dirs: list[Path], interval: float | None = None):
+    def __init__(
+        self,
+        store: S3Store,
+        uri: str,
+        dirs: list[Path],
+        interval: float | None = None,
+        *,
+        bases: list[Path] | None = None,
+        on_skip: Callable[[int, str, str], None] | None = None,
+    ):
         self.store, self.uri, self.dirs = store, uri.rstrip("/"), dirs
+        self.bases = bases if bases is not None else [Path(d).parent for d in dirs]
+        self.on_skip = on_skip
         self.interval = CHECKPOINT_SYNC_S if interval is None else interval
         self.seen: dict[Path, tuple[int, int]] = {}
+        self.warned: set[tuple[int, str]] = set()
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
@@ -83,26 +101,46 @@ class CheckpointSync:
             except Exception:  # a failed pass is retried on the next one and at the end
                 log.warning("checkpoint sync to %s failed", self.uri, exc_info=True)
 
+    def _skip(self, index: int, rel: str, why: str) -> None:
+        if (index, rel) in self.warned:
+            return
+        self.warned.add((index, rel))
+        if self.on_skip is not None:
+            self.on_skip(index, rel, why)
+        else:
+            log.warning("checkpoint sync to %s: skipped %s (%s)", self.uri, rel, why)
+
     def sync(self) -> int:
         copied = 0
         with self.lock:
-            for root in self.dirs:
-                for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                    if path.name.startswith(".") and path.name.endswith(".tmp"):
-                        continue
-                    try:
-                        st = path.stat()
-                    except FileNotFoundError:  # replaced between the walk and now
-                        continue
-                    stamp = (st.st_mtime_ns, st.st_size)
-                    if self.seen.get(path) == stamp:
-                        continue
-                    try:
-                        self.store.put_file(f"{self.uri}/{path.relative_to(root).as_posix()}", path)
-                    except FileNotFoundError:
-                        continue
-                    self.seen[path] = stamp
-                    copied += 1
+            for index, (root, base) in enumerate(zip(self.dirs, self.bases, strict=True)):
+                try:
+                    top = open_dir_nofollow(base, root)
+                except S3StoreError as err:
+                    if Path(root).exists() or Path(root).is_symlink():
+                        self._skip(index, ".", f"not synced: {err}")
+                    continue
+                try:
+                    for rel, dir_fd, name in walk_nofollow(top, lambda r, w, i=index: self._skip(i, r, w)):
+                        if name.startswith(".") and name.endswith(".tmp"):
+                            continue
+                        try:
+                            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        except FileNotFoundError:  # replaced between the walk and now
+                            continue
+                        path = Path(root) / rel
+                        stamp = (st.st_mtime_ns, st.st_size)
+                        if self.seen.get(path) == stamp:
+                            continue
+                        try:
+                            self.store.put_opened(f"{self.uri}/{rel}", name, dir_fd)
+                        except S3StoreError as err:  # gone, or swapped for a symlink since the walk
+                            self._skip(index, rel, str(err))
+                            continue
+                        self.seen[path] = stamp
+                        copied += 1
+                finally:
+                    os.close(top)
         return copied
 
 
@@ -120,10 +158,13 @@ def _instance_groups(request: dict) -> list[tuple[str, str, int]]:
                     get(g, "InstanceCount", int, where=where),
                 )
             )
+            check_host_count(out[-1][2], f"{where}.InstanceCount")
+        check_host_count(sum(g[2] for g in out), "ResourceConfig.InstanceGroups (all groups)")
         return out
     count = get(request, "ResourceConfig.InstanceCount", int, 1)
     if count < 1:
         raise JobRequestError(f"ResourceConfig.InstanceCount = {count} must be >= 1")
+    check_host_count(count, "ResourceConfig.InstanceCount")
     return [(GROUP, get(request, "ResourceConfig.InstanceType", str, "local"), count)]
 
 
@@ -206,7 +247,7 @@ def training_env(
         "input_dir": f"{ML}/input",
         "input_config_dir": f"{ML}/input/config",
         "input_data_dir": data_dir,
-        "num_cpus": os.cpu_count() or 1,
+        "num_cpus": cpu_count(rc["current_instance_type"]),
         "num_gpus": num_gpus,
         "num_neurons": 0,
         "master_addr": hosts[0],
@@ -257,24 +298,38 @@ def training_env(
     return env
 
 
-def _tar_gz(src_dir: Path, dest: Path) -> None:
-    """A reproducible tar.gz of ``src_dir``'s contents (members relative, mtime and owners zeroed)."""
+def _tar_gz(src_dir: Path, dest: Path, on_link: SkipCallback | None = None) -> None:
+    """A reproducible tar.gz of ``src_dir``'s contents (members relative, mtime and owners zeroed).
+
+    Nothing is followed: a symlink becomes a link member (``on_link`` is told), never the file it names;
+    a directory behind a symlink is not entered.
+    """
 
     def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
         return info
 
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(src_dir, followlinks=False):
+        paths += [Path(dirpath) / n for n in dirnames + filenames]
     with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(src_dir.rglob("*")):
-                tar.add(path, arcname=path.relative_to(src_dir).as_posix(), recursive=False, filter=clean)
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, dereference=False) as tar:
+            for path in sorted(paths):
+                rel = path.relative_to(src_dir).as_posix()
+                if path.is_symlink() and on_link is not None:
+                    on_link(rel, f"a symlink to {os.readlink(path)!r}, kept as a link and not followed")
+                tar.add(path, arcname=rel, recursive=False, filter=clean)
 
 
-def _upload_tar(store: S3Store, src_dir: Path, uri: str, tmp_dir: Path) -> None:
+def _upload_tar(
+    store: S3Store, src_dir: Path, uri: str, tmp_dir: Path, base: Path | None = None, on_link=None
+) -> None:
+    """``src_dir`` (reached from ``base`` without a symlink, else S3StoreError) as a tar.gz at ``uri``."""
+    os.close(open_dir_nofollow(base if base is not None else src_dir.parent, src_dir))
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".tar.gz")
     os.close(fd)
     try:
-        _tar_gz(src_dir, Path(tmp))
+        _tar_gz(src_dir, Path(tmp), on_link)
         store.put_file(uri, Path(tmp))
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -373,8 +428,16 @@ def run_training_job(
             mounts = [sandbox.Mount(ML, h.ml), *extra_mounts]
             if not ckpt_local.startswith(ML + "/"):
                 mounts.append(sandbox.Mount(ckpt_local, ckpt_dir))
-            instances.append(sandbox.Instance(h.host, argv, env, mounts, cwd="/"))
-    except JobRequestError as err:
+            instances.append(
+                sandbox.Instance(
+                    h.host, argv, env, mounts, cwd="/",
+                    declared_env=get(request, "Environment", dict, {}).keys(),
+                    instance_type=rc["current_instance_type"],
+                )
+            )  # fmt: skip
+    except (JobRequestError, S3StoreError) as err:
+        for f in feeders:
+            f.close()
         return finish("Failed", f"ClientError: {err}", "Failed")
 
     def on_line(host: str, _stream: str, line: str) -> None:
@@ -385,10 +448,22 @@ def run_training_job(
     log.info("training job %s: %d host(s)", job_name, len(hosts))
     for f in feeders:
         f.thread.start()
+
     # SageMaker syncs checkpoints while the job runs and whatever the outcome, so that a restarted job
     # resumes; without a CheckpointConfig there is nothing to sync.
+    def ckpt_skipped(index: int, rel: str, why: str) -> None:
+        job_warning(
+            log_paths[index], hosts[index].host, f"checkpoint {ckpt_local}/{rel} skipped ({why})", on_log
+        )
+
     syncing = (
-        CheckpointSync(store, ckpt_uri, [h.container_dir(ckpt_local) for h in hosts])
+        CheckpointSync(
+            store,
+            ckpt_uri,
+            [h.container_dir(ckpt_local) for h in hosts],
+            bases=[h.root for h in hosts],
+            on_skip=ckpt_skipped,
+        )  # fmt: skip
         if ckpt_uri
         else contextlib.nullcontext()
     )
@@ -408,6 +483,8 @@ def run_training_job(
             f.stop.set()
         for f in feeders:
             f.thread.join(timeout=5)
+        for f in feeders:
+            f.close()
     if result.stopped:
         return finish("Stopped", "the job was stopped", "Stopped")
     if result.timed_out:
@@ -416,11 +493,26 @@ def run_training_job(
     if any(result.exit_codes):
         reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
         return finish("Failed", reason, "Failed")
+    pipe_errors = [f.error for f in feeders if f.error]
+    if pipe_errors:
+        return finish("Failed", f"ClientError: {pipe_errors[0]}", "Failed")
     master = hosts[0]
-    _upload_tar(store, master.ml / "model", model_uri, job_dir)
-    properties["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
-    if any((master.ml / "output" / "data").iterdir()):
-        _upload_tar(
-            store, master.ml / "output" / "data", f"{output_path}/{job_name}/output/output.tar.gz", job_dir
+
+    def linked(what: str):
+        return lambda rel, why: job_warning(log_paths[0], master.host, f"{what}/{rel}: {why}", on_log)
+
+    try:
+        _upload_tar(store, master.ml / "model", model_uri, job_dir, master.root, linked(f"{ML}/model"))
+        properties["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
+        data_dir = master.ml / "output" / "data"
+        os.close(open_dir_nofollow(master.root, data_dir))
+        if any(data_dir.iterdir()):
+            _upload_tar(
+                store, data_dir, f"{output_path}/{job_name}/output/output.tar.gz", job_dir, master.root,
+                linked(f"{ML}/output/data"),
+            )  # fmt: skip
+    except S3StoreError as err:
+        return finish(
+            "Failed", f"ClientError: {master.host}: model or output data not uploaded: {err}", "Failed"
         )
     return finish("Completed", None, "Completed")
