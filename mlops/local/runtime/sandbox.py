@@ -18,6 +18,7 @@ they ship themselves cannot be rewritten. The environment allow-list and the lim
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import json
@@ -444,7 +445,8 @@ def run_group(
         for t in readers:
             t.join(timeout=5)  # they see EOF once the write ends below are closed
         for f in log_files:
-            f.close()
+            with contextlib.suppress(OSError):  # a full disk fails the job, not the cleanup
+                f.close()
         raise
     finally:
         for (_, w1), (_, w2) in pipes:
@@ -477,7 +479,8 @@ def run_group(
         for t in readers:
             t.join(timeout=5)
         for f in log_files:
-            f.close()
+            with contextlib.suppress(OSError):  # a full disk fails the job, not the cleanup
+                f.close()
     codes = launcher.exit_codes(roots, status_path, len(instances))
     if codes is None:
         if not (stopped or timed_out):
@@ -561,11 +564,17 @@ def _wait_exit(procs: list[subprocess.Popen], timeout: float) -> None:
 
 
 def _pump(fd, host, stream, log_file, lock, on_line, tail) -> None:
+    log_ok = True
     with open(fd, "rb") as f:
         for raw in f:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            with lock:
-                log_file.write(f"[{host}] {line}\n")
+            if log_ok:
+                try:
+                    with lock:
+                        log_file.write(f"[{host}] {line}\n")
+                except OSError as err:  # a full disk: keep draining the pipe so the job is never blocked
+                    log_ok = False
+                    tail.append(f"the job log could not be written: {err.strerror or err}")
             if stream == "stderr":
                 tail.append(line)
             if on_line is not None:
