@@ -6,13 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mlops.cli.console import out as _out
+from mlops.cli.console import out as _console  # commands keep `out` for their own console
 from mlops.cli.console import print_json
 from mlops.cli.invocation import add_env
-
-
-def _console():
-    return _out()
 
 
 def _format_arg(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from mlops.project import ROOT_ENV
+
 ENV_VAR = "MLOPS_ENV"
 
 
@@ -35,7 +37,7 @@ class Invocation(argparse.Namespace):
         try:
             return self.project
         except ProjectError:
-            if self.project_dir or os.environ.get("MLOPS_PROJECT_ROOT"):
+            if self.project_dir or os.environ.get(ROOT_ENV):
                 raise
             return None
 

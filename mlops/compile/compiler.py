@@ -120,15 +120,9 @@ def compile_cached(project: Project, cfg, cache_root: Path | None = None) -> Com
     """``compile_pipelines`` memoised on disk: an unchanged tree and config skip the SDK (seconds) entirely."""
     cache_root = Path(cache_root or default_cache_root())
     entry = cache_root / _source_digest(project, cfg)
-    index = entry / "compiled.json"
-    if index.is_file():
-        data = json.loads(index.read_text())
-        bundles = [
-            Bundle(b["name"], b["sha256"], b["s3_uri"], entry / "bundles" / b["name"] / b["sha256"], tuple(b["files"]))
-            for b in data["bundles"]
-        ]
-        if all(b.source.is_dir() for b in bundles):
-            return Compiled(data["definitions"], data["pipeline_names"], bundles)
+    cached = _read_entry(entry)
+    if cached is not None:
+        return cached
     compiled = compile_pipelines(project, cfg)
     cache_root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=cache_root))
@@ -148,10 +142,22 @@ def compile_cached(project: Project, cfg, cache_root: Path | None = None) -> Com
     except OSError:  # another run cached the same entry first
         shutil.rmtree(stage, ignore_errors=True)
     compiled.close()  # the cache entry holds the files now
+    return _read_entry(entry) or compiled
+
+
+def _read_entry(entry: Path) -> Compiled | None:
+    """A complete compile cache entry (index and every bundle's files), or None."""
+    index = entry / "compiled.json"
+    if not index.is_file():
+        return None
+    data = json.loads(index.read_text())
     bundles = [
-        Bundle(b.name, b.sha256, b.s3_uri, entry / "bundles" / b.name / b.sha256, b.files) for b in compiled.bundles
+        Bundle(b["name"], b["sha256"], b["s3_uri"], entry / "bundles" / b["name"] / b["sha256"], tuple(b["files"]))
+        for b in data["bundles"]
     ]
-    return Compiled(compiled.definitions, compiled.pipeline_names, bundles)
+    if not all(b.source.is_dir() for b in bundles):
+        return None
+    return Compiled(data["definitions"], data["pipeline_names"], bundles)
 
 
 def write_outputs(compiled: Compiled, out_dir: Path) -> list[Path]:

@@ -56,6 +56,22 @@ def _compare(label: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _section(kind: str, old: dict[str, Any], new: dict[str, Any], *, removed, added) -> list[str]:
+    """Lines for the entries (parameters or steps) by name: removed, added, or changed field by field."""
+    lines: list[str] = []
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            lines.append(removed(name, old[name]))
+        elif name not in old:
+            lines.append(added(name, new[name]))
+        else:
+            changed = _compare(f"{kind} {name}", old[name], new[name])
+            if changed:
+                lines.append(f"~ {kind} {name}")
+                lines.extend(changed)
+    return lines
+
+
 def definition_diff(deployed: str | None, local: str) -> list[str]:
     """Readable differences deployed -> local, grouped by parameter and step; empty when equal."""
     new = json.loads(local)
@@ -64,29 +80,16 @@ def definition_diff(deployed: str | None, local: str) -> list[str]:
     old = json.loads(deployed)
     if old == new:
         return []
-    lines: list[str] = []
-    old_params, new_params = declared(old), declared(new)
-    for name in sorted(set(old_params) | set(new_params)):
-        if name not in new_params:
-            lines.append(f"- parameter {name}")
-        elif name not in old_params:
-            lines.append(f"+ parameter {name} = {_show(new_params[name].get('DefaultValue'))}")
-        else:
-            changed = _compare(f"parameter {name}", old_params[name], new_params[name])
-            if changed:
-                lines.append(f"~ parameter {name}")
-                lines.extend(changed)
-    old_steps, new_steps = _steps_by_name(old), _steps_by_name(new)
-    for name in sorted(set(old_steps) | set(new_steps)):
-        if name not in new_steps:
-            lines.append(f"- step {name} ({old_steps[name].get('Type', '?')})")
-        elif name not in old_steps:
-            lines.append(f"+ step {name} ({new_steps[name].get('Type', '?')})")
-        else:
-            changed = _compare(f"step {name}", old_steps[name], new_steps[name])
-            if changed:
-                lines.append(f"~ step {name}")
-                lines.extend(changed)
+    lines = _section(
+        "parameter", declared(old), declared(new),
+        removed=lambda name, _: f"- parameter {name}",
+        added=lambda name, p: f"+ parameter {name} = {_show(p.get('DefaultValue'))}",
+    )  # fmt: skip
+    lines += _section(
+        "step", _steps_by_name(old), _steps_by_name(new),
+        removed=lambda name, s: f"- step {name} ({s.get('Type', '?')})",
+        added=lambda name, s: f"+ step {name} ({s.get('Type', '?')})",
+    )  # fmt: skip
     rest = {k for k in set(old) | set(new) if k not in ("Parameters", "Steps")}
     changed = _compare("pipeline", {k: old.get(k) for k in rest}, {k: new.get(k) for k in rest})
     lines.extend(changed)

@@ -155,6 +155,3 @@ class Event:
     status: str | None = None
     message: str = ""
     record: StepRecord | None = None
-
-
-# --------------------------------------------------------------------------------------------------- plan

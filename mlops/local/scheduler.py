@@ -35,7 +35,6 @@ from mlops.local.records import (
     Event,
     ExecutionRecord,
     Outcome,
-    StepFailure,
     StepRecord,
     StepStatus,
     new_execution_id,
@@ -275,9 +274,7 @@ class RunningExecution:
         handler = handlers.handler_for(step.type)
         try:
             return handler.run(step, self)
-        except StepFailure as err:
-            return Outcome.failed(str(err))
-        except MlopsError as err:
+        except MlopsError as err:  # StepFailure included: the outcome is this step's anyway
             return Outcome.failed(str(err))
 
 

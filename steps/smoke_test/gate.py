@@ -11,6 +11,7 @@ from typing import Any
 from mlops.errors import MlopsError
 from mlops.local.s3store import S3StoreError
 from mlops.project import DeployPlan, DeployRequest, GateResult
+from mlops.registry.local import data_outputs
 from mlops.serving import supervisor
 from steps.smoke_test.code.smoke_test import SmokeTestFailed, load_samples, run_smoke_test
 
@@ -21,12 +22,8 @@ class SamplesUnavailable(MlopsError):
 
 def test_split_uri(home, execution_id: str) -> str | None:
     """The S3 URI of the test split that the execution's Preprocess step wrote, if it ran."""
-    for step in home.runs.steps(execution_id):
-        outputs = ((step.get("properties") or {}).get("ProcessingOutputConfig") or {}).get("Outputs") or []
-        for out in outputs:
-            if out.get("OutputName") == "test" and (out.get("S3Output") or {}).get("S3Uri"):
-                return out["S3Output"]["S3Uri"]
-    return None
+    outputs = data_outputs(home, execution_id)  # {"Step.output": uri}, in the order the steps ran
+    return next((uri for name, uri in outputs.items() if name.endswith(".test")), None)
 
 
 def samples_uri(request: DeployRequest) -> str:
