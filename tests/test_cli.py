@@ -41,7 +41,10 @@ def test_markup_in_a_message_is_printed_as_is(tmp_path):
 def test_env_policy_flag_then_variable_then_the_declared_default():
     assert '"env": "local"' in mlops("config", "--format", "json").stdout  # pyproject: default-env = "local"
     assert '"env": "dev"' in mlops("config", "--format", "json", env={"MLOPS_ENV": "dev"}).stdout
-    assert '"env": "prod"' in mlops("config", "--env", "prod", "--format", "json", env={"MLOPS_ENV": "dev"}).stdout
+    assert (
+        '"env": "prod"'
+        in mlops("config", "--env", "prod", "--format", "json", env={"MLOPS_ENV": "dev"}).stdout
+    )
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
@@ -70,9 +73,16 @@ def test_without_namespaces_a_run_with_jobs_is_refused_before_it_starts(tmp_path
                 "Type": "Processing",
                 "Arguments": {
                     "ProcessingResources": {
-                        "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
+                        "ClusterConfig": {
+                            "InstanceCount": 1,
+                            "InstanceType": "ml.m5.large",
+                            "VolumeSizeInGB": 1,
+                        }
                     },
-                    "AppSpecification": {"ImageUri": "python", "ContainerEntrypoint": ["python3", "-c", "pass"]},
+                    "AppSpecification": {
+                        "ImageUri": "python",
+                        "ContainerEntrypoint": ["python3", "-c", "pass"],
+                    },
                     "RoleArn": "arn:aws:iam::111111111111:role/r",
                 },
             }
@@ -83,6 +93,8 @@ def test_without_namespaces_a_run_with_jobs_is_refused_before_it_starts(tmp_path
     no_bwrap = {"PATH": str(tmp_path / "empty-bin"), "MLOPS_SANDBOX": ""}  # bwrap cannot be found
     proc = mlops("run", "--definition", str(path), "--home", str(tmp_path / "h"), env=no_bwrap)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: jobs cannot be isolated here") and "MLOPS_SANDBOX=none" in proc.stderr
+    assert (
+        proc.stderr.startswith("error: jobs cannot be isolated here") and "MLOPS_SANDBOX=none" in proc.stderr
+    )
     listed = mlops("executions", "list", "--format", "json", "--home", str(tmp_path / "h"))
     assert listed.stdout.strip() == "[]"  # nothing was started or recorded

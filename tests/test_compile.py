@@ -98,9 +98,9 @@ def test_training_instance_count_torchrun_spot_and_checkpoints_from_config(compi
 
 
 def test_metric_regexes_match_the_lines_train_prints(compiled_local):
-    metrics = steps_by_name(compiled_local.definition("model-build"))["Train"]["Arguments"]["AlgorithmSpecification"][
-        "MetricDefinitions"
-    ]
+    metrics = steps_by_name(compiled_local.definition("model-build"))["Train"]["Arguments"][
+        "AlgorithmSpecification"
+    ]["MetricDefinitions"]
     names = {m["Name"] for m in metrics}
     assert {"train:loss", "validation:loss", "validation:accuracy"} <= names
     source = (ROOT / "steps" / "train" / "code" / "train.py").read_text()
@@ -192,9 +192,17 @@ def test_compile_and_validate_leave_the_temp_directory_empty(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "MLOPS_COMPILE_CACHE": str(tmp_path / "cache")}
-    for argv in (["compile", "--env", "local", "--out", str(tmp_path / "out")], ["validate", "--env", "local"]):
+    for argv in (
+        ["compile", "--env", "local", "--out", str(tmp_path / "out")],
+        ["validate", "--env", "local"],
+    ):
         proc = subprocess.run(
-            [sys.executable, "-m", "mlops.cli", *argv], env=env, capture_output=True, text=True, cwd=ROOT, timeout=240
+            [sys.executable, "-m", "mlops.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=240,
         )
         assert proc.returncode == 0, proc.stderr
         assert sorted(p.name for p in tmp.iterdir()) == [], argv
@@ -220,7 +228,9 @@ def test_a_closed_compile_removes_its_staged_bundles(tmp_path):
 
 def test_prod_training_encrypts_inter_container_traffic_and_local_does_not(compiled_local, compiled_prod):
     def train(compiled):
-        return next(s for s in steps_by_name(compiled.definition("model-build")).values() if s["Type"] == "Training")
+        return next(
+            s for s in steps_by_name(compiled.definition("model-build")).values() if s["Type"] == "Training"
+        )
 
     assert train(compiled_prod)["Arguments"]["EnableInterContainerTrafficEncryption"] is True
     assert "EnableInterContainerTrafficEncryption" not in train(compiled_local)["Arguments"]

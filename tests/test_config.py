@@ -174,8 +174,14 @@ def test_no_account_region_role_bucket_or_instance_type_in_python_code():
         ("expectations: [unclosed\n", r"not valid YAML at line \d+: "),
         ("name: digits\n", "expected a mapping with a non-empty 'expectations' list"),
         ("expectations:\n  - kwargs: {}\n", r"entry 0: expected a mapping with a 'type'"),
-        ("expectations:\n  - type: expect_x\n    kwargs: [1]\n", r"entry 0 \(expect_x\): 'kwargs' must be a mapping"),
-        ("expectations:\n  - type: expect_x\n    splits: [nope]\n", r"entry 0 \(expect_x\): 'splits' must be"),
+        (
+            "expectations:\n  - type: expect_x\n    kwargs: [1]\n",
+            r"entry 0 \(expect_x\): 'kwargs' must be a mapping",
+        ),
+        (
+            "expectations:\n  - type: expect_x\n    splits: [nope]\n",
+            r"entry 0 \(expect_x\): 'splits' must be",
+        ),
     ],
 )
 def test_a_broken_expectation_suite_fails_config_with_the_file_named(config_dir, text, reason):
@@ -191,7 +197,9 @@ def test_a_broken_expectation_suite_fails_config_with_the_file_named(config_dir,
         _write_overlay(config_dir, _local_with("data.expectation_suite", str(rel)))
         with pytest.raises(ConfigError) as err:
             load_config("bad")
-        assert re.search(rf"data.expectation_suite: {re.escape(str(rel))}: {reason}", str(err.value)), str(err.value)
+        assert re.search(rf"data.expectation_suite: {re.escape(str(rel))}: {reason}", str(err.value)), str(
+            err.value
+        )
         assert "\n" not in str(err.value)
         assert main(["validate", "--env", "bad"]) == 2
     finally:
@@ -205,7 +213,9 @@ def test_a_suite_outside_the_project_is_refused(config_dir):
     _write_overlay(config_dir, _local_with("data.expectation_suite", "../../../etc/passwd"))
     with pytest.raises(ConfigError) as err:
         load_config("bad")
-    assert "data.expectation_suite: must be a file inside the project (got '../../../etc/passwd')" in str(err.value)
+    assert "data.expectation_suite: must be a file inside the project (got '../../../etc/passwd')" in str(
+        err.value
+    )
 
 
 def test_config_warns_about_the_placeholder_account_but_exits_0(config_dir, capsys):

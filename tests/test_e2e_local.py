@@ -62,7 +62,9 @@ def test_happy_path_registers_one_pending_version_with_metrics(home, capsys):
     assert package["approval_status"] == "PendingManualApproval"
     assert package["group_name"] == "digits-classifier"
     metrics = json.dumps(package["metrics"])
-    accuracy = package["metrics"]["ModelQuality.Statistics"]["Content"]["multiclass_classification_metrics"]["accuracy"]["value"]
+    accuracy = package["metrics"]["ModelQuality.Statistics"]["Content"]["multiclass_classification_metrics"][
+        "accuracy"
+    ]["value"]
     assert accuracy >= 0.9, metrics
 
 
@@ -136,7 +138,10 @@ def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, cap
     failed = show(capsys, home, latest(home)["id"])
     assert failed["steps"]["Train"]["status"] == "Failed"
     assert "invalid int value: 'many'" in failed["steps"]["Train"]["failure_reason"]
-    assert failed["steps"]["Evaluate"]["status"] in ("Pending", "NotExecuted", None) or "Evaluate" not in failed["steps"]
+    assert (
+        failed["steps"]["Evaluate"]["status"] in ("Pending", "NotExecuted", None)
+        or "Evaluate" not in failed["steps"]
+    )
 
     fixed = copy.deepcopy(good)
     next(s for s in fixed["Steps"] if s["Name"] == "Train")["Arguments"]["HyperParameters"]["epochs"] = "6"
@@ -154,7 +159,10 @@ def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, cap
 
 def test_two_concurrent_runs_in_one_home_do_not_interfere(home):
     cmd = [sys.executable, "-m", "mlops.cli", "run", "--home", str(home)]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     runs = Home.open(home).runs.list(limit=2)

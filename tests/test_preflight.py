@@ -79,7 +79,11 @@ CASES = {
     ),
     "a numeric InferenceSpecification in RegisterModel": (
         lambda d: d["Steps"].append(
-            {"Name": "Reg", "Type": "RegisterModel", "Arguments": {"ModelPackageGroupName": "g", "InferenceSpecification": 7}}
+            {
+                "Name": "Reg",
+                "Type": "RegisterModel",
+                "Arguments": {"ModelPackageGroupName": "g", "InferenceSpecification": 7},
+            }
         ),
         "step Reg: Arguments.InferenceSpecification: must be an object (InferenceSpecification), got a number",
     ),
@@ -121,12 +125,20 @@ def test_the_shipped_shapes_pass(compiled_local, compiled_prod):
 
 def test_mlops_run_refuses_deep_json_and_bad_conditions_with_one_line(tmp_path, capsys):
     deep = tmp_path / "deep.json"
-    deep.write_text('{"Steps": [{"Name": "A", "Type": "Fail", "Arguments": {"ErrorMessage": ' + "[" * 100_000 + "]" * 100_000 + "}}]}")
+    deep.write_text(
+        '{"Steps": [{"Name": "A", "Type": "Fail", "Arguments": {"ErrorMessage": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}}]}"
+    )
     assert main(["run", "--definition", str(deep), "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {deep}: nested too deeply") and "\n" not in err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(_with(lambda d: _cond(d)[0].pop("LeftValue"))))
     assert main(["run", "--definition", str(bad), "--home", str(tmp_path / "home")]) == 2
-    assert capsys.readouterr().err.strip() == "error: step Check: Arguments.Conditions[0]: Equals condition needs LeftValue"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: step Check: Arguments.Conditions[0]: Equals condition needs LeftValue"
+    )
     assert not (tmp_path / "home" / "s3").exists() or not any((tmp_path / "home" / "s3").rglob("*"))

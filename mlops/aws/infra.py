@@ -77,10 +77,13 @@ def image_account(framework: str, region: str) -> str | None:
     except Exception:  # no SDK, or it does not know the framework: the template's default applies
         return None
     for scope in ("training", "inference", None):
-        versions = (config.get(scope) if scope else config).get("versions") if isinstance(config, dict) else None
+        versions = (
+            (config.get(scope) if scope else config).get("versions") if isinstance(config, dict) else None
+        )
         for spec in reversed(list((versions or {}).values())):
             registries = spec.get("registries") or next(
-                (v.get("registries") for v in spec.values() if isinstance(v, dict) and "registries" in v), None
+                (v.get("registries") for v in spec.values() if isinstance(v, dict) and "registries" in v),
+                None,
             )
             if registries and region in registries:
                 return str(registries[region])

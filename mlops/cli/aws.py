@@ -88,8 +88,14 @@ def cmd_start(args) -> int:
     if key not in args.project.pipeline_keys():
         from mlops.errors import ParameterError
 
-        raise ParameterError(f"--pipeline {key!r}: the project declares {', '.join(args.project.pipeline_keys())}")
-    name = cfg.project.build_pipeline if key == args.project.declaration.default_pipeline else cfg.project.deploy_pipeline
+        raise ParameterError(
+            f"--pipeline {key!r}: the project declares {', '.join(args.project.pipeline_keys())}"
+        )
+    name = (
+        cfg.project.build_pipeline
+        if key == args.project.declaration.default_pipeline
+        else cfg.project.deploy_pipeline
+    )
     arn = start(_aws(cfg), name, parse_assignments(args.param or []), display_name=args.display_name)
     if args.format == "json":
         print_json({"pipeline": name, "execution_arn": arn})

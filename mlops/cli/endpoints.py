@@ -110,7 +110,12 @@ def _start(args) -> int:
     console = err()
     with console.status(f"starting {args.name} ({args.workers} workers) on port {args.port} ..."):
         e = supervisor.start_endpoint(
-            args.name, args.model_dir, args.port, home=args.home_root, workers=args.workers, version=args.version
+            args.name,
+            args.model_dir,
+            args.port,
+            home=args.home_root,
+            workers=args.workers,
+            version=args.version,
         )
     out().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
     return 0
@@ -131,9 +136,7 @@ def _invoke(args) -> int:
     )
     text = result.body.decode("utf-8", errors="replace")
     if result.status >= 400:
-        err().print(
-            f"[red]error:[/red] HTTP {result.status}: {text}", highlight=False, soft_wrap=True
-        )
+        err().print(f"[red]error:[/red] HTTP {result.status}: {text}", highlight=False, soft_wrap=True)
         return 1
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
@@ -142,7 +145,9 @@ def _invoke(args) -> int:
 def _logs(args) -> int:
     if args.lines < 1:
         raise supervisor.EndpointError(f"-n {args.lines}: give a positive number of lines")
-    for line in supervisor.endpoint_logs(args.name, home=args.home_root, lines=args.lines, source=args.source):
+    for line in supervisor.endpoint_logs(
+        args.name, home=args.home_root, lines=args.lines, source=args.source
+    ):
         print(line)
     return 0
 

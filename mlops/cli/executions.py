@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_format(listing)
     listing.set_defaults(func=cmd_list)
     show = group.add_parser("show", help="one execution: steps, timings, metrics, failures, logs")
-    show.add_argument("execution_id", metavar="ID", help="execution id (a unique prefix will do), or 'latest'")
+    show.add_argument(
+        "execution_id", metavar="ID", help="execution id (a unique prefix will do), or 'latest'"
+    )
     add_home(show)
     add_format(show)
     show.set_defaults(func=cmd_show)

@@ -73,9 +73,7 @@ def add_env(parser: argparse.ArgumentParser) -> None:
 
 
 def add_home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--home", type=Path, help="local home (default: $MLOPS_HOME, else <project>/.mlops)"
-    )
+    parser.add_argument("--home", type=Path, help="local home (default: $MLOPS_HOME, else <project>/.mlops)")
 
 
 def add_format(parser: argparse.ArgumentParser, choices=("table", "json")) -> None:

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def add(name: str, handler: Callable[[Invocation], int], help_text: str) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--target", choices=[LOCAL, AWS], default=LOCAL, help="registry: local (default) or aws")
+        p.add_argument(
+            "--target", choices=[LOCAL, AWS], default=LOCAL, help="registry: local (default) or aws"
+        )
         add_env(p)
         add_home(p)
         p.set_defaults(func=handler)
@@ -135,7 +137,11 @@ def cmd_list(args: Invocation) -> int:
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
-                r["group_name"], str(r["version"]), r["approval_status"], r["arn"], short_time(r["created_at"])
+                r["group_name"],
+                str(r["version"]),
+                r["approval_status"],
+                r["arn"],
+                short_time(r["created_at"]),
             )
     out().print(table)
     return 0
@@ -180,7 +186,11 @@ def cmd_show(args: Invocation) -> int:
             table.add_column(col, overflow="fold")
         for d in doc.get("deployments") or []:
             table.add_row(
-                d["id"], short_time(d["started_at"]), d["target_stage"], d["status"], escape(d["reason"] or "")
+                d["id"],
+                short_time(d["started_at"]),
+                d["target_stage"],
+                d["status"],
+                escape(d["reason"] or ""),
             )
         console.print(table)
     return 0

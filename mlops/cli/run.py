@@ -22,13 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     source = run.add_mutually_exclusive_group()
     add_env(source)
-    source.add_argument("--definition", type=Path, metavar="FILE.json", help="pipeline definition JSON to run")
+    source.add_argument(
+        "--definition", type=Path, metavar="FILE.json", help="pipeline definition JSON to run"
+    )
     run.add_argument(
         "--pipeline",
         help="which compiled pipeline of the project to run (default: the project's default pipeline; "
         "a deploy pipeline needs --param ModelPackageArn=... of an Approved version)",
     )
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter")
+    run.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter"
+    )
     run.add_argument("--resume", metavar="EXECUTION_ID", help="re-run only what failed or never ran")
     run.add_argument("--no-cache", action="store_true", help="ignore CacheConfig: run every step")
     run.add_argument("--max-parallel", type=int, metavar="N", help="steps at once (default: config or cores)")

@@ -22,6 +22,7 @@ from mlops.project import TOOLKIT_ROOT, BuildInputs, Project
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Compiled:
     definitions: dict[str, str]  # "model-build" -> definition JSON as CreatePipeline receives it
@@ -67,7 +68,9 @@ def compile_pipelines(project: Project, cfg) -> Compiled:
             pipelines = project.declaration.build_pipelines(inputs)
             for key in project.pipeline_keys():
                 if key not in pipelines:
-                    raise DefinitionError(f"the project declares pipeline {key!r} but its builder returned none")
+                    raise DefinitionError(
+                        f"the project declares pipeline {key!r} but its builder returned none"
+                    )
             for key, pipeline in pipelines.items():
                 definitions[key] = _canonical(pipeline.definition())
                 names[key] = pipeline.name
@@ -133,7 +136,10 @@ def compile_cached(project: Project, cfg, cache_root: Path | None = None) -> Com
             {
                 "definitions": compiled.definitions,
                 "pipeline_names": compiled.pipeline_names,
-                "bundles": [{"name": b.name, "sha256": b.sha256, "s3_uri": b.s3_uri, "files": list(b.files)} for b in compiled.bundles],
+                "bundles": [
+                    {"name": b.name, "sha256": b.sha256, "s3_uri": b.s3_uri, "files": list(b.files)}
+                    for b in compiled.bundles
+                ],
             }
         )
     )
@@ -152,7 +158,13 @@ def _read_entry(entry: Path) -> Compiled | None:
         return None
     data = json.loads(index.read_text())
     bundles = [
-        Bundle(b["name"], b["sha256"], b["s3_uri"], entry / "bundles" / b["name"] / b["sha256"], tuple(b["files"]))
+        Bundle(
+            b["name"],
+            b["sha256"],
+            b["s3_uri"],
+            entry / "bundles" / b["name"] / b["sha256"],
+            tuple(b["files"]),
+        )
         for b in data["bundles"]
     ]
     if not all(b.source.is_dir() for b in bundles):

@@ -74,11 +74,11 @@ def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-
-
 def declared(definition: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{name: parameter spec}`` of a definition; refuses a Parameters field that is not a list of objects."""
     raw = definition.get("Parameters") or []
-    if not isinstance(raw, list) or not all(isinstance(p, Mapping) and isinstance(p.get("Name"), str) for p in raw):
+    if not isinstance(raw, list) or not all(
+        isinstance(p, Mapping) and isinstance(p.get("Name"), str) for p in raw
+    ):
         raise DefinitionError("Parameters must be a list of objects, each with a Name")
     return {p["Name"]: dict(p) for p in raw}

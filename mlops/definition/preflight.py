@@ -134,7 +134,9 @@ def _parameters(params: Any, out: _Collector) -> None:
         where = f"parameter {_key(spec['Name'])}"
         ptype = spec.get("Type", "String")
         if ptype not in PARAMETER_TYPES:
-            out.add("", where, f"unsupported Type {_short(ptype)} (expected one of {', '.join(PARAMETER_TYPES)})")
+            out.add(
+                "", where, f"unsupported Type {_short(ptype)} (expected one of {', '.join(PARAMETER_TYPES)})"
+            )
             continue
         if "DefaultValue" in spec:
             default = spec["DefaultValue"]
@@ -167,7 +169,11 @@ def _expressions(value: Any, step: str, path: str, out: _Collector) -> None:
             kind, arg = next(iter(node.items()))
             if kind == "Get":
                 if not isinstance(arg, str) or not arg.startswith(("Parameters.", "Execution.", "Steps.")):
-                    out.add(step, where, f"Get expects a path Parameters.*, Execution.* or Steps.*, got {_short(arg)}")
+                    out.add(
+                        step,
+                        where,
+                        f"Get expects a path Parameters.*, Execution.* or Steps.*, got {_short(arg)}",
+                    )
                 continue
             if kind == "Std:Join":
                 if not isinstance(arg, Mapping) or not isinstance(arg.get("Values"), list):
@@ -177,7 +183,11 @@ def _expressions(value: Any, step: str, path: str, out: _Collector) -> None:
                     out.add(step, f"{where}.Std:Join.On", f"must be a string, got {_kind(arg['On'])}")
                 for i, v in enumerate(arg["Values"]):
                     if isinstance(v, Mapping) and not is_expression(v) or isinstance(v, list):
-                        out.add(step, f"{where}.Std:Join.Values[{i}]", f"must be a value or an expression, got {_kind(v)}")
+                        out.add(
+                            step,
+                            f"{where}.Std:Join.Values[{i}]",
+                            f"must be a value or an expression, got {_kind(v)}",
+                        )
                     else:
                         stack.append((v, f"{where}.Std:Join.Values[{i}]"))
                 continue
@@ -192,7 +202,11 @@ def _expressions(value: Any, step: str, path: str, out: _Collector) -> None:
                 if member in arg:
                     v = arg[member]
                     if not isinstance(v, str) and not is_expression(v):
-                        out.add(step, f"{where}.Std:JsonGet.{member}", f"must be a string or an expression, got {_kind(v)}")
+                        out.add(
+                            step,
+                            f"{where}.Std:JsonGet.{member}",
+                            f"must be a string or an expression, got {_kind(v)}",
+                        )
                     else:
                         stack.append((v, f"{where}.Std:JsonGet.{member}"))
             continue
@@ -219,7 +233,11 @@ def _conditions(conditions: Any, step: str, path: str, out: _Collector) -> None:
             continue
         kind = cond.get("Type")
         if kind not in CONDITION_TYPES:
-            out.add(step, where, f"unsupported condition Type {_short(kind)} (supported: {', '.join(CONDITION_TYPES)})")
+            out.add(
+                step,
+                where,
+                f"unsupported condition Type {_short(kind)} (supported: {', '.join(CONDITION_TYPES)})",
+            )
             continue
         needed = OPERANDS.get(kind, COMPARISON_OPERANDS)
         missing = [k for k in needed if k not in cond]
@@ -231,7 +249,11 @@ def _conditions(conditions: Any, step: str, path: str, out: _Collector) -> None:
         elif kind == "Or":
             nested = cond["Conditions"]
             if not isinstance(nested, list) or not nested:
-                out.add(step, f"{where}.Conditions", f"must be a non-empty list of conditions, got {_kind(nested)}")
+                out.add(
+                    step,
+                    f"{where}.Conditions",
+                    f"must be a non-empty list of conditions, got {_kind(nested)}",
+                )
             else:
                 stack.extend((c, f"{where}.Conditions[{i}]") for i, c in enumerate(nested))
         elif kind == "In":
@@ -268,27 +290,43 @@ def _request(value: Any, shape, step: str, path: str, out: _Collector, operation
                 out.add(step, where, f"must be a list ({shp.name}), got {_kind(node)}")
                 continue
             if limit is not None and len(node) > limit:
-                out.add(step, where, f"has {len(node)} entries; SageMaker's {operation} allows at most {limit}")
+                out.add(
+                    step, where, f"has {len(node)} entries; SageMaker's {operation} allows at most {limit}"
+                )
             stack.extend((v, shp.member, _join(where, i)) for i, v in enumerate(node))
         elif kind == "map":
             if not isinstance(node, Mapping):
                 out.add(step, where, f"must be an object ({shp.name}), got {_kind(node)}")
                 continue
             if limit is not None and len(node) > limit:
-                out.add(step, where, f"has {len(node)} entries; SageMaker's {operation} allows at most {limit}")
+                out.add(
+                    step, where, f"has {len(node)} entries; SageMaker's {operation} allows at most {limit}"
+                )
             key_max = shp.key.metadata.get("max")
             for k, v in node.items():
                 if key_max is not None and isinstance(k, str) and len(k) > key_max:
-                    out.add(step, where, f"key {_key(k)} is {len(k)} characters long; SageMaker's {operation} allows at most {key_max}")
+                    out.add(
+                        step,
+                        where,
+                        f"key {_key(k)} is {len(k)} characters long; SageMaker's {operation} allows at most {key_max}",
+                    )
                 stack.append((v, shp.value, _join(where, k)))
         else:  # a scalar
             if isinstance(node, list | Mapping):
                 out.add(step, where, f"must be a {kind}, got {_kind(node)}")
             elif kind == "string" and isinstance(node, str) and limit is not None and len(node) > limit:
-                out.add(step, where, f"is {len(node)} characters long; SageMaker's {operation} allows at most {limit}")
+                out.add(
+                    step,
+                    where,
+                    f"is {len(node)} characters long; SageMaker's {operation} allows at most {limit}",
+                )
             elif (
-                kind == "integer" and shp.name.endswith("InstanceCount") and isinstance(node, int)
-                and not isinstance(node, bool) and limit is not None and node > limit
+                kind == "integer"
+                and shp.name.endswith("InstanceCount")
+                and isinstance(node, int)
+                and not isinstance(node, bool)
+                and limit is not None
+                and node > limit
             ):
                 out.add(step, where, f"= {node}; SageMaker's {operation} allows at most {limit} ({shp.name})")
 
@@ -315,9 +353,17 @@ def _step_fields(spec: Mapping[str, Any], step: str, out: _Collector) -> None:
             expire = cache.get("ExpireAfter")
             if expire is not None:
                 if not isinstance(expire, str):
-                    out.add(step, "CacheConfig.ExpireAfter", f"must be a duration string like P30D, got {_kind(expire)}")
+                    out.add(
+                        step,
+                        "CacheConfig.ExpireAfter",
+                        f"must be a duration string like P30D, got {_kind(expire)}",
+                    )
                 elif not DURATION.fullmatch(expire.strip()):
-                    out.add(step, "CacheConfig.ExpireAfter", f"{_short(expire)} is not an ISO 8601 duration (e.g. P30D)")
+                    out.add(
+                        step,
+                        "CacheConfig.ExpireAfter",
+                        f"{_short(expire)} is not an ISO 8601 duration (e.g. P30D)",
+                    )
     retries = spec.get("RetryPolicies")
     if retries is not None:
         if not isinstance(retries, list):
@@ -329,7 +375,9 @@ def _step_fields(spec: Mapping[str, Any], step: str, out: _Collector) -> None:
                     out.add(step, where, f"must be an object, got {_kind(policy)}")
                     continue
                 types = policy.get("ExceptionType")
-                if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
+                if types is not None and (
+                    not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+                ):
                     out.add(step, f"{where}.ExceptionType", "must be a list of strings")
                 for member in RETRY_NUMBERS:
                     v = policy.get(member)
@@ -346,7 +394,9 @@ def _step_fields(spec: Mapping[str, Any], step: str, out: _Collector) -> None:
                     continue
                 for member in ("OutputName", "FilePath"):
                     if member in pf and not isinstance(pf[member], str):
-                        out.add(step, f"PropertyFiles[{i}].{member}", f"must be a string, got {_kind(pf[member])}")
+                        out.add(
+                            step, f"PropertyFiles[{i}].{member}", f"must be a string, got {_kind(pf[member])}"
+                        )
 
 
 def _dig(node: Any, path: tuple[str, ...]) -> Any:
@@ -367,15 +417,23 @@ def _local_hosts(step_type: str, args: Mapping[str, Any], step: str, limit: int,
     groups = _dig(args, ("ResourceConfig", "InstanceGroups")) if step_type == "Training" else None
     if isinstance(groups, list):
         for i, g in enumerate(groups):
-            counts.append((f"Arguments.ResourceConfig.InstanceGroups[{i}].InstanceCount", _dig(g, ("InstanceCount",))))
+            counts.append(
+                (f"Arguments.ResourceConfig.InstanceGroups[{i}].InstanceCount", _dig(g, ("InstanceCount",)))
+            )
         total = sum(c for _, c in counts[1:] if isinstance(c, int) and not isinstance(c, bool))
         counts.append(("Arguments.ResourceConfig.InstanceGroups (all groups)", total))
     for where, count in counts:
         if isinstance(count, int) and not isinstance(count, bool) and count > limit:
-            out.add(step, where, f"= {count}: this machine runs at most {limit} local hosts per job (MAX_LOCAL_HOSTS)")
+            out.add(
+                step,
+                where,
+                f"= {count}: this machine runs at most {limit} local hosts per job (MAX_LOCAL_HOSTS)",
+            )
 
 
-def problems(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = None) -> list[Problem]:
+def problems(
+    definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = None
+) -> list[Problem]:
     """Every shape problem of a definition that ``parse`` accepts (a DefinitionError when it does not);
     with ``max_local_hosts``, also job steps asking for more hosts than that."""
     model = definition if isinstance(definition, Definition) else parse(definition)
@@ -394,8 +452,14 @@ def problems(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int
             _conditions(args.get("Conditions"), name, "Arguments.Conditions", out)
         elif step.type == "Fail":
             message = args.get("ErrorMessage")
-            if message is not None and not isinstance(message, str | int | float) and not is_expression(message):
-                out.add(name, "Arguments.ErrorMessage", f"must be a string or an expression, got {_kind(message)}")
+            if (
+                message is not None
+                and not isinstance(message, str | int | float)
+                and not is_expression(message)
+            ):
+                out.add(
+                    name, "Arguments.ErrorMessage", f"must be a string or an expression, got {_kind(message)}"
+                )
         elif step.type in OPERATIONS:
             _request(args, _input_shape(step.type), name, "Arguments", out, OPERATIONS[step.type][0])
             if max_local_hosts is not None:
@@ -404,10 +468,14 @@ def problems(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int
     return unique
 
 
-def check(definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = MAX_LOCAL_HOSTS) -> None:
+def check(
+    definition: Mapping[str, Any] | Definition, *, max_local_hosts: int | None = MAX_LOCAL_HOSTS
+) -> None:
     """Raise the first problem as a one-line DefinitionError naming the step and the field; by default
     (``mlops run``) a job step over this machine's MAX_LOCAL_HOSTS is one."""
     found = problems(definition, max_local_hosts=max_local_hosts)
     if found:
-        more = f" (and {len(found) - 1} more problem(s); `mlops validate` lists them)" if len(found) > 1 else ""
+        more = (
+            f" (and {len(found) - 1} more problem(s); `mlops validate` lists them)" if len(found) > 1 else ""
+        )
         raise DefinitionError(f"{found[0]}{more}")

@@ -140,7 +140,10 @@ def validate_definition(definition: dict) -> list[Finding]:
         model = parse(definition)
     except DefinitionError as exc:
         return [Finding("", str(exc))]
-    shape = [Finding(p.step, f"{p.field}: {p.message}" if p.field else p.message) for p in preflight_problems(model)]
+    shape = [
+        Finding(p.step, f"{p.field}: {p.message}" if p.field else p.message)
+        for p in preflight_problems(model)
+    ]
     if shape:  # the checks below assume the shapes they read
         return shape
     steps = model.steps
@@ -156,7 +159,9 @@ def validate_definition(definition: dict) -> list[Finding]:
         if info.type in NO_REQUEST:
             continue
         if info.type not in OPERATIONS:
-            findings.append(Finding(info.name, f"step type {info.type[:80]!r} is not checked against botocore"))
+            findings.append(
+                Finding(info.name, f"step type {info.type[:80]!r} is not checked against botocore")
+            )
             continue
         operation, name_member, _ = OPERATIONS[info.type]
         for problem in validate_request(operation, info.arguments, name_member):

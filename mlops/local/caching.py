@@ -21,6 +21,7 @@ _OUTPUT_KEYS = {
     "ProfilerRuleConfigurations",
 }
 
+
 def parse_duration(text: str) -> timedelta:
     """ISO 8601 ``P30D`` / ``PT1H`` / ``P1Y2M`` or the SDK's short ``30d`` / ``12h`` / ``45m`` / ``2w`` forms.
 
@@ -43,7 +44,6 @@ def parse_duration(text: str) -> timedelta:
 
 
 # ------------------------------------------------------------------------------------------------ running
-
 
 
 def input_uris(request: Any, key: str | None = None) -> set[str]:

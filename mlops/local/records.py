@@ -57,7 +57,9 @@ class Outcome:
     cache_key: str | None = None
     attempts: int = 1
     job_dir: str | None = None
-    execution_reason: str | None = None  # when set, the failed execution's reason is this, not "step X failed"
+    execution_reason: str | None = (
+        None  # when set, the failed execution's reason is this, not "step X failed"
+    )
 
     @classmethod
     def succeeded(cls, properties: dict[str, Any], **fields: Any) -> Outcome:

@@ -346,7 +346,11 @@ def run_definition(
     else:
         values = parameter_values(definition, dict(options.params))
         execution_id = new_execution_id()
-        name = options.pipeline_name or (definition.get("Metadata") or {}).get("PipelineName") or "local-pipeline"
+        name = (
+            options.pipeline_name
+            or (definition.get("Metadata") or {}).get("PipelineName")
+            or "local-pipeline"
+        )
         h.runs.create(execution_id, name, definition, values)
     status, reason = StepStatus.FAILED, "the executor stopped unexpectedly"
     services = contextlib.ExitStack()

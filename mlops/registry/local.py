@@ -156,7 +156,9 @@ class LocalRegistry(StatusChanges):
                 )
             stopped = self._undeploy(row, serving, actor=actor, reason=reason.strip())
         if not check_transition(name, previous, target, reason, force):
-            self.home.registry.add_audit(row, actor=actor, action=f"{verb} (no change)", reason=reason.strip())
+            self.home.registry.add_audit(
+                row, actor=actor, action=f"{verb} (no change)", reason=reason.strip()
+            )
             return StatusChange(row, previous, target, False, f"{name} is already {target}; nothing to do",
                                 extra={"stopped": stopped})  # fmt: skip
         action = f"{verb} (forced)" if force and previous == REJECTED else verb

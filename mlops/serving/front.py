@@ -162,7 +162,11 @@ class Front:
     """Shared state: the active upstream and the requests in flight (for a graceful shutdown)."""
 
     def __init__(
-        self, state_dir: Path, *, header_timeout: float = HEADER_TIMEOUT_S, idle_timeout: float = IDLE_TIMEOUT_S
+        self,
+        state_dir: Path,
+        *,
+        header_timeout: float = HEADER_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.state_dir = state_dir
         self.upstream: Upstream | None = None
@@ -414,7 +418,9 @@ class Watchdog(threading.Thread):
                 continue
             if new is not None:
                 self.failures = 0
-                log.warning("watchdog: %s replaced by pid %d on port %d", new.version, new.process.pid, new.port)
+                log.warning(
+                    "watchdog: %s replaced by pid %d on port %d", new.version, new.process.pid, new.port
+                )
 
 
 async def run(

@@ -259,7 +259,9 @@ class ModelService:
             constant = _non_finite_json(payload)
             if constant:
                 log.error("output_fn answered JSON with %s", constant)
-                return _error(500, f"model output is not valid JSON: it holds {constant}, which JSON cannot carry")
+                return _error(
+                    500, f"model output is not valid JSON: it holds {constant}, which JSON cannot carry"
+                )
         return 200, payload, out_type
 
 

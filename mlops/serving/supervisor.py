@@ -569,9 +569,7 @@ def restart_dead_version(
             os.replace(log_path, log_path.with_name(f"{log_path.name}.prev"))  # keep the crash for reading
         log.warning("endpoint %s: model server pid %d (%s) is gone; starting a new one", name, dead.process.pid,
                     dead.version)  # fmt: skip
-        new = _spawn_version(
-            directory, name, Path(dead.model_dir), dead.variant, dead.version, dead.workers
-        )
+        new = _spawn_version(directory, name, Path(dead.model_dir), dead.variant, dead.version, dead.workers)
         info.active = new  # recorded at once: a stop while it loads must find this process
         _save(info, home)
         try:

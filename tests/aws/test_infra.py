@@ -275,14 +275,18 @@ def test_ecr_pulls_only_from_this_account_and_the_framework_image_accounts(cfg):
     assert params["FrameworkImageAccountId"] == TEMPLATE["Parameters"]["FrameworkImageAccountId"]["Default"]
     assert params["ScikitLearnImageAccountId"].isdigit() and len(params["ScikitLearnImageAccountId"]) == 12
     resolver = infra.Resolver(TEMPLATE, params, ACCOUNT, REGION)
-    pull = next(s for s in _role_statements(resolver, "SageMakerExecutionRole") if s["Sid"] == "PullFrameworkImages")
+    pull = next(
+        s for s in _role_statements(resolver, "SageMakerExecutionRole") if s["Sid"] == "PullFrameworkImages"
+    )
     accounts = {arn.split(":")[4] for arn in pull["Resource"]}
     assert accounts == {ACCOUNT, params["FrameworkImageAccountId"], params["ScikitLearnImageAccountId"]}
     assert all(arn.split(":")[3] == REGION for arn in pull["Resource"])
 
 
 def test_every_pass_role_is_limited_to_sagemaker():
-    passes = [s for s in _statements(TEMPLATE["Resources"]) if "iam:PassRole" in _as_list(s.get("Action", []))]
+    passes = [
+        s for s in _statements(TEMPLATE["Resources"]) if "iam:PassRole" in _as_list(s.get("Action", []))
+    ]
     assert len(passes) >= 2
     for st in passes:
         assert _as_list(st["Action"]) == ["iam:PassRole"], st
@@ -306,7 +310,9 @@ def test_infra_render_warns_on_a_repository_url_that_is_not_https(moto, cfg, tmp
     argv = ["infra", "render", "--env", "ci", "--out", str(tmp_path / "p.json"), "--repo-url"]
     assert main([*argv, "http://github.com/example/digits.git"]) == 0
     err = capsys.readouterr().err.strip()
-    assert err.startswith("warning: RepositoryUrl 'http://github.com/example/digits.git' is not an https:// URL")
+    assert err.startswith(
+        "warning: RepositoryUrl 'http://github.com/example/digits.git' is not an https:// URL"
+    )
     assert "\n" not in err
     assert main([*argv, REPO]) == 0
     assert capsys.readouterr().err == ""

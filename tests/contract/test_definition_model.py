@@ -30,8 +30,13 @@ def condition(name: str, if_steps: list, else_steps: list, left: str) -> dict:
         "Name": name,
         "Type": "Condition",
         "Arguments": {
-            "Conditions": [{"Type": "Equals", "LeftValue": {"Get": f"Steps.{left}.ProcessingJobStatus"},
-                            "RightValue": "Completed"}],  # fmt: skip
+            "Conditions": [
+                {
+                    "Type": "Equals",
+                    "LeftValue": {"Get": f"Steps.{left}.ProcessingJobStatus"},
+                    "RightValue": "Completed",
+                }
+            ],  # fmt: skip
             "IfSteps": if_steps,
             "ElseSteps": else_steps,
         },
@@ -44,7 +49,9 @@ def definition(*steps: dict) -> dict:
 
 VALID = {
     "chain": definition(step("C", reads=["B"]), step("B", depends_on=["A"]), step("A")),
-    "diamond": definition(step("D", reads=["B", "C"]), step("B", reads=["A"]), step("C", reads=["A"]), step("A")),
+    "diamond": definition(
+        step("D", reads=["B", "C"]), step("B", reads=["A"]), step("C", reads=["A"]), step("A")
+    ),
     "independent roots sort by name": definition(step("Zed"), step("Alpha"), step("Mid")),
     "branches": definition(
         step("Prep"), condition("Check", [step("Good", reads=["Prep"])], [step("Bad")], left="Prep")
@@ -72,7 +79,10 @@ INVALID = {
         definition(step("A"), step("A", depends_on=["B"]), step("B")),
         "step 'A': two different steps have this name",
     ),
-    "dangling DependsOn": (definition(step("A", depends_on=["Ghost"])), "DependsOn names unknown step 'Ghost'"),
+    "dangling DependsOn": (
+        definition(step("A", depends_on=["Ghost"])),
+        "DependsOn names unknown step 'Ghost'",
+    ),
     "dangling reference": (
         definition(step("A", reads=["Ghost"])),
         "step 'A': reference 'Steps.Ghost.ProcessingJobArn' names unknown step 'Ghost'",

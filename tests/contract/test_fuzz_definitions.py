@@ -40,8 +40,15 @@ HAND_WRITTEN = [
                         {
                             "Type": "Or",
                             "Conditions": [
-                                {"Type": "GreaterThan", "LeftValue": {"Get": "Parameters.Threshold"}, "RightValue": 1},
-                                {"Type": "Not", "Condition": {"Type": "In", "QueryValue": 1, "Values": [1, 2]}},
+                                {
+                                    "Type": "GreaterThan",
+                                    "LeftValue": {"Get": "Parameters.Threshold"},
+                                    "RightValue": 1,
+                                },
+                                {
+                                    "Type": "Not",
+                                    "Condition": {"Type": "In", "QueryValue": 1, "Values": [1, 2]},
+                                },
                             ],
                         }
                     ],
@@ -74,7 +81,21 @@ def _deep(levels: int):
     return value
 
 
-WRONG = [None, 0, -1, 1.5, True, "", "x", [], {}, [1, "a"], {"Get": 7}, {"Std:Join": 5}, {"Get": "Steps.Nowhere.X"}]
+WRONG = [
+    None,
+    0,
+    -1,
+    1.5,
+    True,
+    "",
+    "x",
+    [],
+    {},
+    [1, "a"],
+    {"Get": 7},
+    {"Std:Join": 5},
+    {"Get": "Steps.Nowhere.X"},
+]
 
 
 def mutate(doc: dict, rng: random.Random) -> dict:
@@ -101,10 +122,16 @@ def mutate(doc: dict, rng: random.Random) -> dict:
             break
         elif kind == 6:  # a dangling reference
             parent[key] = rng.choice(
-                [{"Get": "Steps.Ghost.ProcessingJobArn"}, {"Get": "Parameters.Ghost"}, {"Get": "Execution.Ghost"}]
+                [
+                    {"Get": "Steps.Ghost.ProcessingJobArn"},
+                    {"Get": "Parameters.Ghost"},
+                    {"Get": "Execution.Ghost"},
+                ]
             )
             if isinstance(doc.get("Steps"), list) and doc["Steps"] and isinstance(doc["Steps"][0], dict):
-                doc["Steps"][0]["DependsOn"] = ["Ghost"] if rng.random() < 0.3 else doc["Steps"][0].get("DependsOn", [])
+                doc["Steps"][0]["DependsOn"] = (
+                    ["Ghost"] if rng.random() < 0.3 else doc["Steps"][0].get("DependsOn", [])
+                )
         else:  # swap in a value from elsewhere in the document
             donor, donor_key = rng.choice(paths)
             parent[key] = copy.deepcopy(donor[donor_key])

@@ -58,7 +58,9 @@ def clones(tmp_path_factory):
     overlay.setdefault("aws", {})["bucket"] = "Not_A_Bucket"
     dev.write_text(yaml.safe_dump(overlay))
     declaration = b / "pipelines" / "project.py"
-    declaration.write_text(declaration.read_text().replace("default_pipeline=BUILD", "default_pipeline=DEPLOY"))
+    declaration.write_text(
+        declaration.read_text().replace("default_pipeline=BUILD", "default_pipeline=DEPLOY")
+    )
     for clone in (a, b):
         (clone / "tiny.json").write_text(json.dumps(TINY))
     return a, b

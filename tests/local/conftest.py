@@ -7,7 +7,7 @@ import pytest
 from mlops.local.runtime import sandbox
 from mlops.local.s3store import S3Store
 
-HAS_BWRAP = sandbox._bwrap_works()
+HAS_BWRAP = sandbox.bwrap_works()
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bwrap cannot create namespaces on this machine")
 
 

@@ -42,7 +42,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_no_execution_stays_executing(t
     # the tmpfs exists only in this private mount namespace: nothing is left mounted on the host
     script = (
         f"mount -t tmpfs -o size=8m tmpfs {home} && "
-        f"{MLOPS} run --definition {tmp_path / 'job.json'} --home {home}; echo \"run-exit=$?\"; "
+        f'{MLOPS} run --definition {tmp_path / "job.json"} --home {home}; echo "run-exit=$?"; '
         f"rm -rf {home}/executions/*/Fill; "  # space again, as after the user frees some
         f"{MLOPS} executions list --home {home} --format json"
     )
@@ -52,7 +52,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_no_execution_stays_executing(t
     assert "Traceback" not in out + err
     errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
     assert errors == [f"error: local database {home}/mlops.db: database or disk is full"]
-    rows = json.loads(out[out.index("["):])
+    rows = json.loads(out[out.index("[") :])
     assert [r["status"] for r in rows] == ["Failed"]
     assert "ended without recording an outcome" in rows[0]["failure_reason"]
     left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)

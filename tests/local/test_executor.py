@@ -280,12 +280,18 @@ BAD_DEFINITIONS = [
         definition(processing("A", "pass", inputs=[("x", {"Get": "Steps.Ghost.ProcessingOutputConfig"})])),
         "step 'A': reference 'Steps.Ghost.ProcessingOutputConfig' names unknown step 'Ghost'",
     ),
-    (definition(processing("A", "pass", DependsOn=["Nope"])), "step 'A': DependsOn names unknown step 'Nope'"),
+    (
+        definition(processing("A", "pass", DependsOn=["Nope"])),
+        "step 'A': DependsOn names unknown step 'Nope'",
+    ),
     (
         definition(processing("A", "pass", DependsOn=["B"]), processing("B", "pass", DependsOn=["A"])),
         "the steps form a cycle: A -> B -> A",
     ),
-    (definition(processing("A", "pass"), processing("A", "print(1)")), "step 'A': two different steps have this name"),
+    (
+        definition(processing("A", "pass"), processing("A", "print(1)")),
+        "step 'A': two different steps have this name",
+    ),
     ({"Steps": "nope"}, "not a pipeline definition"),
 ]
 
@@ -387,7 +393,9 @@ def test_expire_after_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 12 * 3600), ("45m", 2700), ("2w", 14 * 86400)])
+@pytest.mark.parametrize(
+    "text, seconds", [("30d", 30 * 86400), ("12h", 12 * 3600), ("45m", 2700), ("2w", 14 * 86400)]
+)
 def test_expire_after_accepts_the_sdk_short_forms(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 

@@ -134,7 +134,9 @@ def test_a_runtime_fault_then_success_on_retry(tmp_path, monkeypatch):
     )
     policy = {"ExceptionType": ["SageMaker.JOB_INTERNAL_ERROR"], "IntervalSeconds": 0, "MaxAttempts": 2}
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_supervisors, args=(tmp_path, stop, killed, "attempt-1"), daemon=True)
+    killer = threading.Thread(
+        target=_kill_supervisors, args=(tmp_path, stop, killed, "attempt-1"), daemon=True
+    )
     killer.start()
     try:
         record = run_definition(definition(processing("Flaky", code, RetryPolicies=[policy])), home=tmp_path)
@@ -150,7 +152,9 @@ def test_request_and_os_errors_fail_in_one_line_without_retry(tmp_path):
     code = "import pathlib; p = pathlib.Path('/opt/ml/processing/out'); p.mkdir(exist_ok=True); (p / 'f').write_text('x')"
     step = processing("Long", code, outputs=["out"], RetryPolicies=[policy])
     # a valid S3 key whose first segment is longer than any file name may be on this machine
-    step["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = "s3://bucket/" + "y" * 300
+    step["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = (
+        "s3://bucket/" + "y" * 300
+    )
     record = run_definition(definition(step), home=tmp_path)
     rec = record.steps["Long"]
     assert record.status == "Failed"
@@ -219,7 +223,9 @@ def test_sigkill_of_the_executor_fails_the_execution_and_resume_keeps_every_log(
     assert not [r for r in home.runs.list() if r["status"] == "Executing"]
 
     S3Store(tmp_path / "s3").put_bytes("s3://bucket/nap/nap.txt", b"0")
-    resumed = _cli("run", "--definition", str(tmp_path / "def.json"), "--home", str(tmp_path), "--resume", row["id"])
+    resumed = _cli(
+        "run", "--definition", str(tmp_path / "def.json"), "--home", str(tmp_path), "--resume", row["id"]
+    )
     output = resumed.communicate(timeout=120)[0]
     assert resumed.returncode == 0, output
     record = home.runs.get(row["id"])

@@ -33,10 +33,16 @@ DEFINITION = {
             "Name": "Check",
             "Type": "Condition",
             "Arguments": {
-                "Conditions": [{"Type": "GreaterThan", "LeftValue": {"Get": "Steps.Greet.Length"}, "RightValue": 3}],
+                "Conditions": [
+                    {"Type": "GreaterThan", "LeftValue": {"Get": "Steps.Greet.Length"}, "RightValue": 3}
+                ],
                 "IfSteps": [],
                 "ElseSteps": [
-                    {"Name": "TooShort", "Type": "Fail", "Arguments": {"ErrorMessage": {"Get": "Steps.Greet.Greeting"}}}
+                    {
+                        "Name": "TooShort",
+                        "Type": "Fail",
+                        "Arguments": {"ErrorMessage": {"Get": "Steps.Greet.Greeting"}},
+                    }
                 ],
             },
         },

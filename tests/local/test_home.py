@@ -41,7 +41,9 @@ def test_unwritable_home_is_one_line_error(tmp_path):
 def test_execution_and_step_records_round_trip(tmp_path):
     home = Home.open(tmp_path)
     home.runs.create("exec1", "demo", {"Steps": []}, {"P": 1})
-    home.runs.upsert_step("exec1", "Train", type="Training", status="Executing", started_at="2026-01-01T00:00:00")
+    home.runs.upsert_step(
+        "exec1", "Train", type="Training", status="Executing", started_at="2026-01-01T00:00:00"
+    )
     home.runs.upsert_step("exec1", "Train", status="Succeeded", metrics={"loss": 0.5}, properties={"A": [1]})
     home.runs.finish("exec1", "Succeeded", None)
     (row,) = home.runs.list()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops import isolation
 from mlops.local.runtime import sandbox
 from mlops.local.runtime.sandbox import Instance, Mount, SandboxError, mount_plan, path_rewriter, run_group
 
@@ -156,7 +157,7 @@ def test_published_instance_sizes(itype, vcpus, gib):
 
 def test_no_namespaces_refuses_unless_sandbox_none(monkeypatch):
     monkeypatch.delenv("MLOPS_SANDBOX", raising=False)
-    monkeypatch.setattr(sandbox, "_bwrap_works", lambda: False)
+    monkeypatch.setattr(isolation, "bwrap_works", lambda: False)
     with pytest.raises(SandboxError, match="MLOPS_SANDBOX=none"):
         sandbox.sandbox_mode()
     monkeypatch.setenv("MLOPS_SANDBOX", "none")

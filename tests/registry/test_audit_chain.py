@@ -101,8 +101,18 @@ def _drop_triggers(con: sqlite3.Connection) -> None:
 @pytest.mark.parametrize(
     "tamper, broken_id, intact, what",
     [
-        ("UPDATE model_package_audit SET actor = 'mallory' WHERE id = 3", 3, 2, "changed after it was written"),
-        ("UPDATE model_package_audit SET to_status = 'Approved' WHERE id = 5", 5, 4, "changed after it was written"),
+        (
+            "UPDATE model_package_audit SET actor = 'mallory' WHERE id = 3",
+            3,
+            2,
+            "changed after it was written",
+        ),
+        (
+            "UPDATE model_package_audit SET to_status = 'Approved' WHERE id = 5",
+            5,
+            4,
+            "changed after it was written",
+        ),
         ("DELETE FROM model_package_audit WHERE id = 2", 3, 1, "does not match row 1's hash"),
         ("DELETE FROM model_package_audit WHERE id = 1", 2, 0, "does not match the genesis value"),
         ("DELETE FROM model_package_audit WHERE id >= 4", 4, 3, "rows after id 3 are missing"),

@@ -53,7 +53,9 @@ def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, st
         request={},
     )
     seen = []
-    record = deploy_model_package(package, home=home, project=PROJECT, cfg=cfg, on_progress=lambda *event: seen.append(event))
+    record = deploy_model_package(
+        package, home=home, project=PROJECT, cfg=cfg, on_progress=lambda *event: seen.append(event)
+    )
     assert record.status == FAILED
     assert record.reason.startswith("step StagingEndpoint failed: ") and message in record.reason
     assert "\n" not in record.reason
@@ -70,4 +72,6 @@ def test_unusable_model_data_fails_the_staging_endpoint(tmp_path, model_data, st
 def test_unknown_target_stage_is_refused(tmp_path):
     home = Home.open(tmp_path)
     with pytest.raises(DeployError, match="target stage 'canary': use one of staging, production"):
-        deploy_model_package({"arn": "a"}, home=home, project=PROJECT, cfg=load_config("local"), target_stage="canary")
+        deploy_model_package(
+            {"arn": "a"}, home=home, project=PROJECT, cfg=load_config("local"), target_stage="canary"
+        )

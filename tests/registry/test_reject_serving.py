@@ -69,7 +69,9 @@ def test_a_version_that_does_not_serve_is_rejected_as_before(capsys, serving):
 
 
 def test_undeploy_stops_the_endpoint_then_rejects_and_both_are_audited(capsys, serving):
-    code, out = cli(capsys, serving, "reject", f"{GROUP}/1", "--reason", "bias found", "--by", "bob", "--undeploy")
+    code, out = cli(
+        capsys, serving, "reject", f"{GROUP}/1", "--reason", "bias found", "--by", "bob", "--undeploy"
+    )
     assert code == 0, out
     assert f"stopped endpoint digits-production (it served {GROUP}/1)" in out
     assert f"model version {GROUP}/1: Approved -> Rejected" in out

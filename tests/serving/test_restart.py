@@ -51,7 +51,9 @@ def test_a_killed_model_server_is_replaced_and_answers_again(home, sum_model):
     first = info.active
     invoke_until_ok("crashy", home, limit_s=5)
 
-    os.killpg(first.process.pid, signal.SIGKILL)  # the server and its workers: nothing answers behind the front
+    os.killpg(
+        first.process.pid, signal.SIGKILL
+    )  # the server and its workers: nothing answers behind the front
     _, seen = invoke_until_ok("crashy", home)
     now = supervisor.get_endpoint("crashy", home=home)
     assert now.status == "InService" and now.front.pid == info.front.pid  # the front itself stayed up

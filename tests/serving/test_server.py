@@ -228,5 +228,7 @@ def test_a_non_finite_prediction_is_a_500_never_invalid_json(sum_server, flaky_s
 
 def test_the_words_nan_and_infinity_inside_json_strings_pass(flaky_server):
     body = b'{"label": "NaN", "note": "Infinity and beyond"}'
-    got, _, payload = request(flaky_server, "POST", "/invocations", body, {"Content-Type": "application/json"})
+    got, _, payload = request(
+        flaky_server, "POST", "/invocations", body, {"Content-Type": "application/json"}
+    )
     assert (got, json.loads(payload)) == (200, {"echo": {"label": "NaN", "note": "Infinity and beyond"}})

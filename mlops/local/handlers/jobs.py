@@ -80,7 +80,9 @@ class JobHandler:
     def outputs_present(self, props: Mapping[str, Any], execution) -> bool:
         store = execution.store
         try:
-            return all(store.exists(u) or bool(store.list(u.rstrip("/") + "/")) for u in self.output_uris(props))
+            return all(
+                store.exists(u) or bool(store.list(u.rstrip("/") + "/")) for u in self.output_uris(props)
+            )
         except Exception:
             return False
 
@@ -111,7 +113,9 @@ class JobHandler:
                     job_name=name if attempt == 1 else f"{name[:56]}-r{attempt}",
                     store=execution.store,
                     job_dir=job_dir,
-                    on_log=lambda host, line, _n=step.name: execution.emit("log", _n, message=f"[{host}] {line}"),
+                    on_log=lambda host, line, _n=step.name: execution.emit(
+                        "log", _n, message=f"[{host}] {line}"
+                    ),
                     cancel=execution.stop,
                     file_systems=dict(execution.options.file_systems),
                     services=execution.services,
@@ -129,7 +133,11 @@ class JobHandler:
                 status, result = "Failed", None
             except Exception as err:  # a request the runtime did not expect: the request's fault, not ours
                 log.debug("step %s: job runtime raised", step.name, exc_info=True)
-                status, reason, result = "Failed", _one_line(f"invalid job request: {type(err).__name__}: {err}"), None
+                status, reason, result = (
+                    "Failed",
+                    _one_line(f"invalid job request: {type(err).__name__}: {err}"),
+                    None,
+                )
             logs = [str(p) for p in (getattr(result, "log_paths", None) or [])]
             if status == "Completed":
                 props = dict(result.properties or {})
@@ -145,8 +153,12 @@ class JobHandler:
                 )  # fmt: skip
             delay = retries.retry_delay(policies, retries.classify_failure(fault), tries, first_try)
             if delay is None:
-                return Outcome.failed(reason or "job failed", log_paths=logs, attempts=attempt, job_dir=str(job_dir))
-            execution.emit("step-retry", step.name, "Executing", f"attempt {attempt} failed ({reason}); retrying")
+                return Outcome.failed(
+                    reason or "job failed", log_paths=logs, attempts=attempt, job_dir=str(job_dir)
+                )
+            execution.emit(
+                "step-retry", step.name, "Executing", f"attempt {attempt} failed ({reason}); retrying"
+            )
             if execution.stop.wait(delay):
                 return Outcome(StepStatus.STOPPED, failure_reason="stopped", log_paths=logs, attempts=attempt)
 
@@ -178,7 +190,9 @@ class ProcessingHandler(JobHandler):
         for pf in files:
             name, output = pf.get("PropertyFileName"), pf.get("OutputName")
             if output not in outputs or not outputs[output]:
-                raise DefinitionError(f"step {step.name}: property file {name} names unknown output {output!r}")
+                raise DefinitionError(
+                    f"step {step.name}: property file {name} names unknown output {output!r}"
+                )
             found[name] = outputs[output].rstrip("/") + "/" + str(pf.get("FilePath", "")).lstrip("/")
         return {"PropertyFiles": found}
 

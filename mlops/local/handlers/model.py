@@ -20,11 +20,14 @@ def create_model(
     return {"ModelName": name, "ModelArn": arn, "CreationTime": now()}
 
 
-
 class ModelHandler:
     def run(self, step, execution) -> Outcome:
         request = resolve(step.arguments, execution.context())
         props = create_model(
-            execution.home, request, execution_id=execution.execution_id, step=step.name, prefix=execution.prefix
+            execution.home,
+            request,
+            execution_id=execution.execution_id,
+            step=step.name,
+            prefix=execution.prefix,
         )
         return Outcome.succeeded(props)

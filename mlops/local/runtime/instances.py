@@ -19,7 +19,9 @@ GIB = 1 << 30
 # instance type -> (vCPUs, memory GiB), from SageMaker's published sizes (data, kept beside this module).
 KNOWN: dict[str, tuple[int, float]] = {
     name: (int(cpus), float(gib))
-    for name, (cpus, gib) in json.loads((Path(__file__).with_name("instance_sizes.json")).read_text())["sizes"].items()
+    for name, (cpus, gib) in json.loads((Path(__file__).with_name("instance_sizes.json")).read_text())[
+        "sizes"
+    ].items()
 }
 # family -> memory GiB per vCPU, for sizes the table does not list.
 _PER_VCPU = {"t3": 4, "m5": 4, "m6i": 4, "m7i": 4, "c5": 2, "c6i": 2, "c7i": 2, "r5": 8, "r6i": 8}

@@ -228,20 +228,16 @@ class Home:
                 raise MlopsError(f"local database {self.db_path}: {err}") from err
         return self
 
-
     @property
     def s3_root(self) -> Path:
         return self.root / "s3"
-
 
     @property
     def db_path(self) -> Path:
         return self.root / "mlops.db"
 
-
     def execution_dir(self, execution_id: str) -> Path:
         return self.root / "executions" / execution_id
-
 
     @contextmanager
     def db(self, immediate: bool = True):

@@ -22,7 +22,18 @@ from mlops.errors import MlopsError
 from mlops.local.state.home import JSON_COLUMNS, Home, _row, now
 
 GENESIS = "0" * 64  # what the first audit row chains to
-AUDIT_FIELDS = ("id", "group_name", "version", "arn", "at", "actor", "action", "from_status", "to_status", "reason")
+AUDIT_FIELDS = (
+    "id",
+    "group_name",
+    "version",
+    "arn",
+    "at",
+    "actor",
+    "action",
+    "from_status",
+    "to_status",
+    "reason",
+)
 _NO_UPDATE_TRIGGER = (
     "CREATE TRIGGER IF NOT EXISTS model_package_audit_is_final BEFORE UPDATE ON model_package_audit"
     " BEGIN SELECT RAISE(ABORT, 'the model package audit trail is append-only'); END"
@@ -62,7 +73,9 @@ def migrate_audit(con: sqlite3.Connection) -> None:
                 con.execute(f"ALTER TABLE model_package_audit ADD COLUMN {name} TEXT")
         con.execute("DROP TRIGGER IF EXISTS model_package_audit_is_final")  # the backfill is an UPDATE
         prev = GENESIS
-        rows = con.execute(f"SELECT {', '.join(AUDIT_FIELDS)} FROM model_package_audit ORDER BY id").fetchall()
+        rows = con.execute(
+            f"SELECT {', '.join(AUDIT_FIELDS)} FROM model_package_audit ORDER BY id"
+        ).fetchall()
         for values in rows:
             fields = dict(zip(AUDIT_FIELDS, values, strict=True))
             digest = audit_hash(fields, prev)

@@ -58,7 +58,9 @@ class Runs:
         """Fail every Executing execution whose executor is gone (SIGKILL, a crash, a full disk), so that
         none stays Executing for good; its Executing and Pending steps become Stopped. Returns their ids."""
         reaped = []
-        rows = con.execute("SELECT id, pid, pid_started FROM executions WHERE status = 'Executing'").fetchall()
+        rows = con.execute(
+            "SELECT id, pid, pid_started FROM executions WHERE status = 'Executing'"
+        ).fetchall()
         for row in rows:
             if executor_alive(row["pid"], row["pid_started"]):
                 continue
@@ -105,7 +107,13 @@ class Runs:
             con.execute(
                 "UPDATE executions SET status='Executing', ended_at=NULL, failure_reason=NULL, pid=?,"
                 " pid_started=?, definition=?, parameters=?, attempts=attempts+1 WHERE id=?",
-                (os.getpid(), process_start_time(os.getpid()), json.dumps(definition), json.dumps(params), execution_id),
+                (
+                    os.getpid(),
+                    process_start_time(os.getpid()),
+                    json.dumps(definition),
+                    json.dumps(params),
+                    execution_id,
+                ),
             )
         return row
 
