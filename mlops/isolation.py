@@ -62,6 +62,13 @@ def sandbox_mode() -> str:
     return BWRAP
 
 
+def bwrap_path() -> str:
+    exe = shutil.which("bwrap")
+    if not exe:
+        raise SandboxError("bwrap is not on PATH: install bubblewrap, or set MLOPS_SANDBOX=none")
+    return exe
+
+
 @functools.cache
 def bwrap_works() -> bool:
     exe = shutil.which("bwrap")

@@ -362,7 +362,7 @@ def _step_fields(spec: Mapping[str, Any], step: str, out: _Collector) -> None:
                     out.add(
                         step,
                         "CacheConfig.ExpireAfter",
-                        f"{_short(expire)} is not an ISO 8601 duration (e.g. P30D)",
+                        f"{_short(expire)} is not a duration: ISO 8601 (P30D, PT12H) or the short form (30d, 12h)",
                     )
     retries = spec.get("RetryPolicies")
     if retries is not None:

@@ -119,12 +119,34 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class Upstream:
-    """The pool of connections to one version server."""
+    """The pool of connections to one version server: ``127.0.0.1:port``, or a Unix socket when the model
+    server runs in a sandbox with a network of its own (``socket`` is relative to the front's state dir)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, socket: str | None = None, state_dir: Path | None = None) -> None:
         self.port = port
+        self.socket = socket
+        self.state_dir = state_dir
         self.idle: list[UpstreamConnection] = []
         self.retired = False
+
+    @property
+    def where(self) -> str:
+        return f"unix:{self.socket}" if self.socket else f"127.0.0.1:{self.port}"
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        if self.socket is None:
+            _, conn = await loop.create_connection(UpstreamConnection, "127.0.0.1", self.port)
+            return conn
+        # Relative to the state dir, through its fd: a socket path of any length (sun_path holds 107 bytes).
+        dir_fd = os.open(self.state_dir or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _, conn = await loop.create_unix_connection(
+                UpstreamConnection, f"/proc/self/fd/{dir_fd}/{self.socket}"
+            )
+        finally:
+            os.close(dir_fd)
+        return conn
 
     async def forward(self, request: bytes) -> tuple[bytes, bool]:
         conn = None
@@ -134,14 +156,13 @@ class Upstream:
                 break
             conn = None
         if conn is None:
-            loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(UpstreamConnection, "127.0.0.1", self.port)
+            conn = await self._connect()
         fresh = not conn.used
         try:
             raw, keep = await conn.exchange(request)
         except UpstreamClosed:
             if fresh:  # a brand-new connection that closed at once: the server is going away
-                raise ConnectionError(f"model server 127.0.0.1:{self.port} closed a new connection") from None
+                raise ConnectionError(f"model server {self.where} closed a new connection") from None
             raise
         except BaseException:
             conn.transport.close()
@@ -198,16 +219,23 @@ class Front:
         state = json.loads(path.read_text())
         if state["generation"] == self.generation:
             return
-        old, self.upstream = self.upstream, Upstream(int(state["port"]))
+        old, self.upstream = self.upstream, Upstream(int(state["port"]), state.get("socket"), self.state_dir)
         self.generation = state["generation"]
         if old is not None:
             old.retire()
         tmp = self.state_dir / f".{ACK_FILE}.tmp"
         tmp.write_text(
-            json.dumps({"generation": self.generation, "port": self.upstream.port, "pid": os.getpid()})
+            json.dumps(
+                {
+                    "generation": self.generation,
+                    "port": self.upstream.port,
+                    "socket": self.upstream.socket,
+                    "pid": os.getpid(),
+                }
+            )
         )
         os.replace(tmp, self.state_dir / ACK_FILE)
-        log.warning("front now forwards to 127.0.0.1:%d (generation %d)", self.upstream.port, self.generation)
+        log.warning("front now forwards to %s (generation %d)", self.upstream.where, self.generation)
 
     async def watch(self) -> None:
         while True:
@@ -229,9 +257,7 @@ class Front:
             except (TimeoutError, OSError) as err:
                 if self.upstream is not upstream:
                     continue  # the active version changed while this one failed: the new one gets it
-                return _error(
-                    502, f"model server 127.0.0.1:{upstream.port}: {type(err).__name__}: {err}"
-                ), True
+                return _error(502, f"model server {upstream.where}: {type(err).__name__}: {err}"), True
         return _error(502, "model server kept closing connections"), True
 
 
@@ -418,9 +444,7 @@ class Watchdog(threading.Thread):
                 continue
             if new is not None:
                 self.failures = 0
-                log.warning(
-                    "watchdog: %s replaced by pid %d on port %d", new.version, new.process.pid, new.port
-                )
+                log.warning("watchdog: %s replaced by pid %d (%s)", new.version, new.process.pid, new.where)
 
 
 async def run(

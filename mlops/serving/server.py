@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -381,9 +382,33 @@ def _configure_logging() -> None:
     )
 
 
-def serve(model_dir: str | os.PathLike, port: int, *, host: str = "127.0.0.1", workers: int = 2) -> None:
-    """Serve a model dir until SIGTERM/SIGINT (blocks)."""
+def _unix_listener(path: str, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path`` (a stale file of a dead server is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    model_dir: str | os.PathLike,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    workers: int = 2,
+    uds: str | None = None,
+) -> None:
+    """Serve a model dir on ``host:port`` (and the Unix socket ``uds``, if given) until SIGTERM/SIGINT.
+
+    In a sandbox the server has a network of its own: it listens on port 8080 there, as the serving
+    contract says, and on ``uds``, a file in a dir shared with the host, where the endpoint's front reaches it.
+    """
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     os.environ[MODEL_DIR_ENV] = str(Path(model_dir).resolve())
     options: dict[str, Any] = {"http": "h11", "loop": "asyncio"}
@@ -399,7 +424,7 @@ def serve(model_dir: str | os.PathLike, port: int, *, host: str = "127.0.0.1", w
         options["loop"] = "uvloop"
     except ImportError:
         pass
-    uvicorn.run(
+    config = uvicorn.Config(
         "mlops.serving.server:app_factory",
         factory=True,
         host=host,
@@ -410,6 +435,23 @@ def serve(model_dir: str | os.PathLike, port: int, *, host: str = "127.0.0.1", w
         timeout_graceful_shutdown=10,
         **options,
     )
+    server = uvicorn.Server(config)
+    sockets = [config.bind_socket()]
+    if uds:
+        sockets.append(_unix_listener(uds, config.backlog))
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if uds:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(uds)
+    if workers == 1 and not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the model did not load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=os.environ.get(MODEL_DIR_ENV, "/opt/ml/model"))
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, "8080")))
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--uds", help="also listen on this Unix socket (how the front reaches a sandbox)")
     # The SageMaker container reads its worker count from this variable; 2 suits a 2-core box.
     parser.add_argument(
         "--workers", type=int, default=int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "2"))
@@ -429,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {script}: missing (a model dir needs code/inference.py with model_fn)", file=sys.stderr
         )
         return 2
-    serve(args.model_dir, args.port, host=args.host, workers=args.workers)
+    serve(args.model_dir, args.port, host=args.host, workers=args.workers, uds=args.uds)
     return 0
 
 

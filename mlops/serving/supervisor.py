@@ -7,7 +7,10 @@ An endpoint named N lives in ``<home>/endpoints/N/``:
 - ``front.log``, ``<variant>.log``: process output; ``front.pid``, ``<variant>.pid``.
 
 Every endpoint is a front (a small reverse proxy on the public port, see ``front.py``) plus one model-server
-process per live version on an internal port. All processes are detached (own session) so they outlive the
+process per live version. A model server runs sandboxed like a serving container (its own network, pids and
+root, the model at ``/opt/ml/model``, port 8080 inside, none of the caller's environment: see
+``_spawn_sandboxed``) and the front reaches it through a Unix socket; with ``MLOPS_SANDBOX=none`` it listens
+on an internal port of this machine instead. All processes are detached (own session) so they outlive the
 CLI that started them; liveness is checked by pid *and* process start time, so a recycled pid is not mistaken
 for our server.
 
@@ -33,12 +36,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlops import isolation
 from mlops.errors import MlopsError
 from mlops.project import TOOLKIT_ROOT
 from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
@@ -51,6 +56,10 @@ VARIANTS = ("blue", "green")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 DRAIN_S = 0.3  # after the front switched: let requests already sent to the old version finish
+UNIX_SCHEME = "http+unix://"  # a version's own URL when the host reaches it through a Unix socket
+SERVING_PORT = 8080  # the serving contract's port, inside a sandboxed server's network
+# Container paths of a sandboxed model server (the serving contract's, plus the toolkit and a shared dir).
+MODEL_PATH, TOOLKIT_PATH, RUN_PATH = "/opt/ml/model", "/opt/mlops", "/opt/mlops/run"
 
 
 class EndpointError(MlopsError):
@@ -83,10 +92,19 @@ class VersionInfo:
     workers: int
     started_at: str
     log: str
+    # Where the host reaches a sandboxed server (its own network: port 8080 is only inside it); None: the
+    # server listens on 127.0.0.1:``port`` of this machine (``MLOPS_SANDBOX=none``).
+    socket: str | None = None
 
     @property
     def url(self) -> str:
+        if self.socket:
+            return UNIX_SCHEME + urllib.parse.quote(self.socket, safe="")
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def where(self) -> str:
+        return f"unix:{self.socket}" if self.socket else f"port {self.port}"
 
     def alive(self) -> bool:
         return self.process.alive()
@@ -171,7 +189,10 @@ def _load(name: str, home) -> EndpointInfo:
         raise EndpointNotFound(f"endpoint {name!r}: not found under {path.parent.parent}") from None
     except ValueError as err:
         raise EndpointError(f"{path}: unreadable state ({err})") from err
-    return _from_json(doc)
+    try:
+        return _from_json(doc)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise EndpointError(f"{path}: not an endpoint record ({type(err).__name__}: {err})") from err
 
 
 def _from_json(doc: dict) -> EndpointInfo:
@@ -232,6 +253,24 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _group_alive(ref: ProcessRef) -> bool:
+    """Any live process left in the group ``ref`` leads. Zombies do not count: a sandbox's inner bwrap,
+    orphaned when its parent is killed, waits for an init that may never reap it."""
+    ref.alive()  # reaps the leader if it is our exited child
+    try:
+        os.killpg(ref.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == ref.pid and fields[0] != "Z":
+                return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -264,7 +303,13 @@ def server_env(extra_env: dict[str, str], home: Path) -> dict[str, str]:
 
 
 def _spawn(
-    args: list[str], log_path: Path, cwd: Path, extra_env: dict[str, str], env: dict[str, str] | None = None
+    args: list[str],
+    log_path: Path,
+    cwd: Path,
+    extra_env: dict[str, str],
+    env: dict[str, str] | None = None,
+    *,
+    program: str = sys.executable,
 ) -> ProcessRef:
     if env is None:
         env = dict(os.environ)
@@ -272,7 +317,7 @@ def _spawn(
         env.update(extra_env)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, *args],
+            [program, *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -295,9 +340,10 @@ def _terminate(ref: ProcessRef | None, timeout: float = STOP_TIMEOUT_S) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(ref.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while ref.alive() and time.monotonic() < deadline:
+    # The whole group: a sandboxed server's bwrap may exit before the server inside has drained its requests.
+    while _group_alive(ref) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if ref.alive():
+    if _group_alive(ref):
         log.warning("pid %d ignored SIGTERM for %.0fs; killing it", ref.pid, timeout)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(ref.pid, signal.SIGKILL)  # also any worker the parent left behind
@@ -329,8 +375,36 @@ def _log_hint(path: Path) -> str:
     return last[-1] if last else "(log is empty)"
 
 
-def _http(port: int, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 5.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket; a path too long for ``sun_path`` is reached through its directory's fd."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        directory, name = os.path.split(self.path)
+        dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock.connect(f"/proc/self/fd/{dir_fd}/{name}")
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.close(dir_fd)
+        self.sock = sock
+
+
+def _http(
+    address: int | str, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 5.0
+):
+    """One request to ``127.0.0.1:address`` (a port) or to the Unix socket ``address`` (a path)."""
+    if isinstance(address, str):
+        conn: http.client.HTTPConnection = _UnixHTTPConnection(address, timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", address, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -340,7 +414,7 @@ def _http(port: int, method: str, path: str, body: bytes | None = None, headers=
 
 
 def _wait_ready(
-    port: int,
+    address: int | str,
     ref: ProcessRef,
     log_path: Path,
     what: str,
@@ -358,7 +432,7 @@ def _wait_ready(
             raise EndpointError(f"{what} cannot load the model: {reason} (log: {log_path})")
         if ready is None or len(list(ready[0].iterdir())) >= ready[1]:
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if _http(port, "GET", "/ping", timeout=2.0)[0] == 200:
+                if _http(address, "GET", "/ping", timeout=2.0)[0] == 200:
                     return
         time.sleep(0.1)
     hint = _log_hint(log_path)
@@ -387,30 +461,69 @@ def _start_version(
 def _wait_version(directory: Path, name: str, new: VersionInfo, timeout: float) -> None:
     what = f"endpoint {name!r} {new.variant} model server"
     ready = (directory / f"{new.variant}.ready", new.workers)
-    _wait_ready(new.port, new.process, Path(new.log), what, timeout, ready=ready)
+    _wait_ready(new.socket or new.port, new.process, Path(new.log), what, timeout, ready=ready)
 
 
 def _spawn_version(
     directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int
 ) -> VersionInfo:
-    port = free_port()
     log_path = directory / f"{variant}.log"
     log_path.write_text("")  # a fresh log per version start; the previous version of this colour is gone
     ready_dir = directory / f"{variant}.ready"
     shutil.rmtree(ready_dir, ignore_errors=True)
     ready_dir.mkdir()
-    log.info("starting %s %s (%s) on port %d", name, variant, version, port)
-    args = ["-m", "mlops.serving.server", "--model-dir", str(model_dir), "--port", str(port)]
-    serving = {
-        "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SM_MODEL_DIR": str(model_dir),
-        READY_DIR_ENV: str(ready_dir),
-    }
-    home = directory / f"{variant}.home"
-    home.mkdir(exist_ok=True)
-    ref = _spawn([*args, "--workers", str(workers)], log_path, directory, serving, server_env(serving, home))
+    if isolation.sandbox_mode() == isolation.BWRAP:
+        ref, port, sock = _spawn_sandboxed(directory, model_dir, variant, workers, log_path, ready_dir)
+    else:
+        port, sock = free_port(), None
+        serving = {
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "SM_MODEL_DIR": str(model_dir),
+            READY_DIR_ENV: str(ready_dir),
+        }
+        home = directory / f"{variant}.home"
+        home.mkdir(exist_ok=True)
+        args = ["-m", "mlops.serving.server", "--model-dir", str(model_dir), "--port", str(port)]
+        ref = _spawn(
+            [*args, "--workers", str(workers)], log_path, directory, serving, server_env(serving, home)
+        )
+    log.info("started %s %s (%s) as pid %d", name, variant, version, ref.pid)
     (directory / f"{variant}.pid").write_text(f"{ref.pid}\n")
-    return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path))
+    return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path), sock)
+
+
+def _spawn_sandboxed(
+    directory: Path, model_dir: Path, variant: str, workers: int, log_path: Path, ready_dir: Path
+) -> tuple[ProcessRef, int, str]:
+    """A model server as a serving container runs: in namespaces of its own (network, pids, hostname), a root
+    built from what it needs, the model read-only at ``/opt/ml/model``, port 8080 in its own network and an
+    allow-listed environment. The host reaches it through a Unix socket in ``<variant>.run/``, the one
+    dir it shares with this machine (with its ready markers)."""
+    run_dir = directory / f"{variant}.run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    socket_path = run_dir / "server.sock"
+    mounts = [
+        isolation.Mount(MODEL_PATH, model_dir, read_only=True),
+        isolation.Mount(f"{TOOLKIT_PATH}/mlops", TOOLKIT_ROOT / "mlops", read_only=True),
+        isolation.Mount(RUN_PATH, run_dir),
+        isolation.Mount(f"{RUN_PATH}/ready", ready_dir),
+    ]
+    serving = {
+        "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT),
+        "SM_MODEL_DIR": MODEL_PATH,
+        READY_DIR_ENV: f"{RUN_PATH}/ready",
+    }
+    env = server_env(serving, Path(isolation.HOME_DIR))
+    env["PYTHONPATH"] = TOOLKIT_PATH
+    argv = [
+        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "model",
+        *isolation.mount_plan(mounts), "--chdir", "/", "--",
+        sys.executable, "-m", "mlops.serving.server", "--model-dir", MODEL_PATH,
+        "--port", str(SERVING_PORT), "--uds", f"{RUN_PATH}/server.sock", "--workers", str(workers),
+    ]  # fmt: skip
+    ref = _spawn(argv, log_path, directory, {}, env, program=isolation.bwrap_path())
+    return ref, SERVING_PORT, str(socket_path)
 
 
 def _switch(directory: Path, info: EndpointInfo, target: VersionInfo, timeout: float = 10.0) -> None:
@@ -418,7 +531,12 @@ def _switch(directory: Path, info: EndpointInfo, target: VersionInfo, timeout: f
     info.generation += 1
     _write_json(
         directory / "upstream.json",
-        {"generation": info.generation, "port": target.port, "variant": target.variant},
+        {
+            "generation": info.generation,
+            "port": target.port,
+            "socket": os.path.relpath(target.socket, directory) if target.socket else None,
+            "variant": target.variant,
+        },
     )
     if info.front is None:
         return
@@ -433,7 +551,7 @@ def _switch(directory: Path, info: EndpointInfo, target: VersionInfo, timeout: f
             )
         time.sleep(0.02)
     raise EndpointError(
-        f"endpoint {info.name!r}: front did not switch to port {target.port} within {timeout:.0f}s"
+        f"endpoint {info.name!r}: front did not switch to {target.where} within {timeout:.0f}s"
     )
 
 
@@ -585,7 +703,7 @@ def restart_dead_version(
         info.deployments.append(
             Deployment(
                 _now(), dead.version, dead.variant, RESTARTED,
-                f"model server pid {dead.process.pid} exited; replaced by pid {new.process.pid} on port {new.port}",
+                f"model server pid {dead.process.pid} exited; replaced by pid {new.process.pid} ({new.where})",
             )
         )  # fmt: skip
         _save(info, home)
@@ -612,13 +730,18 @@ def post(
     timeout: float = 60.0,
 ) -> InvocationResult:
     """POST ``data`` to ``<url>/invocations`` (e.g. the candidate URL a smoke test is given); never raises on HTTP errors."""
-    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
-    if host != "127.0.0.1" or not port.isdigit():
-        raise EndpointError(f"{url}: local endpoints are http://127.0.0.1:PORT")
+    address: int | str
+    if url.startswith(UNIX_SCHEME):
+        address = urllib.parse.unquote(url.removeprefix(UNIX_SCHEME).rstrip("/"))
+    else:
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        if host != "127.0.0.1" or not port.isdigit():
+            raise EndpointError(f"{url}: local endpoints are http://127.0.0.1:PORT")
+        address = int(port)
     headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
     started = time.perf_counter()
     try:
-        status, ctype, body = _http(int(port), "POST", "/invocations", data, headers, timeout)
+        status, ctype, body = _http(address, "POST", "/invocations", data, headers, timeout)
     except (OSError, http.client.HTTPException) as err:
         raise EndpointError(f"{url}: {type(err).__name__}: {err}") from err
     return InvocationResult(status, ctype, body, (time.perf_counter() - started) * 1000)

@@ -26,40 +26,56 @@ SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "host-aws-secret",
 }
 
-# Each attempt records "escaped: <what it got>" or "held: <why not>"; the job itself must still succeed.
-HOSTILE = textwrap.dedent(
+# Each attempt records "escaped: <what it got>" or "held: <why not>"; the code itself must still succeed.
+# The same attempts run as a job (HOSTILE) and as a model's model_fn (HOSTILE_MODEL).
+ATTEMPTS = textwrap.dedent(
     """
-    import json, os, socket, sys
-    bait = json.loads(sys.argv[1])
-    attempts = {}
-    def attempt(name, fn):
-        try:
-            got = fn()
-            attempts[name] = ("escaped: " + repr(got)[:200]) if got else "held: nothing there"
-        except Exception as err:
-            attempts[name] = "held: " + type(err).__name__
-    attempt("read fake $HOME/.gitconfig", lambda: open(bait["gitconfig"]).read())
-    attempt("read the real ~/.gitconfig", lambda: open(bait["real_gitconfig"]).read())
-    attempt("list the fake $HOME", lambda: os.listdir(bait["home"]))
-    attempt("read the home's mlops.db", lambda: open(bait["db"], "rb").read())
-    attempt("list the home's executions", lambda: os.listdir(bait["executions"]))
-    attempt("list another execution", lambda: os.listdir(bait["other_execution"]))
-    attempt("read another execution's output", lambda: open(bait["other_file"]).read())
-    attempt("read the project checkout", lambda: open(bait["checkout"] + "/README.md").read())
-    attempt("list /run (host sockets)", lambda: os.listdir("/run"))
-    def connect(address):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2)
-        s.connect(address)
-        return s.recv(100) or "connected"
-    attempt("connect to a host Unix socket", lambda: connect(bait["socket"]))
-    attempt("connect to a host abstract socket", lambda: connect("\\0" + bait["abstract"]))
-    for key in bait["secrets"]:
-        attempt("read $" + key, lambda key=key: os.environ.get(key))
-    attempt("find a secret anywhere in the environment",
-            lambda: [k for k, v in os.environ.items() if v in bait["secret_values"]])
+    import json, os, socket
+    def run_attempts(bait):
+        attempts = {}
+        def attempt(name, fn):
+            try:
+                got = fn()
+                attempts[name] = ("escaped: " + repr(got)[:200]) if got else "held: nothing there"
+            except Exception as err:
+                attempts[name] = "held: " + type(err).__name__
+        attempt("read fake $HOME/.gitconfig", lambda: open(bait["gitconfig"]).read())
+        attempt("read the real ~/.gitconfig", lambda: open(bait["real_gitconfig"]).read())
+        attempt("list the fake $HOME", lambda: os.listdir(bait["home"]))
+        def write_home():
+            with open(bait["home"] + "/planted", "w") as f:
+                f.write("planted")
+            return "written"
+        attempt("write into the fake $HOME", write_home)
+        attempt("read the home's mlops.db", lambda: open(bait["db"], "rb").read())
+        attempt("list the home's executions", lambda: os.listdir(bait["executions"]))
+        attempt("list another execution", lambda: os.listdir(bait["other_execution"]))
+        attempt("read another execution's output", lambda: open(bait["other_file"]).read())
+        attempt("read the project checkout", lambda: open(bait["checkout"] + "/README.md").read())
+        attempt("list /run (host sockets)", lambda: os.listdir("/run"))
+        def connect(address):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(2)
+            s.connect(address)
+            return s.recv(100) or "connected"
+        attempt("connect to a host Unix socket", lambda: connect(bait["socket"]))
+        attempt("connect to a host abstract socket", lambda: connect("\\0" + bait["abstract"]))
+        def connect_tcp():
+            s = socket.create_connection(("127.0.0.1", bait["tcp_port"]), timeout=2)
+            return s.recv(100) or "connected"
+        attempt("connect to a host TCP port", connect_tcp)
+        for key in bait["secrets"]:
+            attempt("read $" + key, lambda key=key: os.environ.get(key))
+        attempt("find a secret anywhere in the environment",
+                lambda: [k for k, v in os.environ.items() if v in bait["secret_values"]])
+        return attempts
+    """
+)
+HOSTILE = ATTEMPTS + textwrap.dedent(
+    """
+    import sys
     with open(sys.argv[2] + "/attempts.json", "w") as f:
-        json.dump(attempts, f, indent=1)
+        json.dump(run_attempts(json.loads(sys.argv[1])), f, indent=1)
     """
 )
 
@@ -83,6 +99,7 @@ def bait(tmp_path, monkeypatch):
     abstract_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     abstract_server.bind("\0" + abstract)
     abstract_server.listen(4)
+    tcp_server = socket.create_server(("127.0.0.1", 0))
     monkeypatch.setenv("HOME", str(home))
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
@@ -101,6 +118,7 @@ def bait(tmp_path, monkeypatch):
                 "checkout": str(TOOLKIT_ROOT),
                 "socket": str(root / "host.sock"),
                 "abstract": abstract,
+                "tcp_port": tcp_server.getsockname()[1],
                 "secrets": sorted(SECRETS),
                 "secret_values": sorted(SECRETS.values()),
             },
@@ -108,6 +126,7 @@ def bait(tmp_path, monkeypatch):
     finally:
         server.close()
         abstract_server.close()
+        tcp_server.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -162,7 +181,7 @@ def run_hostile(store, bait) -> dict[str, str]:
 
 def test_a_hostile_job_reaches_nothing_of_the_host(store, bait, bwrap_mode):
     attempts = run_hostile(store, bait)
-    assert len(attempts) == 16
+    assert len(attempts) == 18
     escaped = {name: outcome for name, outcome in attempts.items() if not outcome.startswith("held")}
     assert escaped == {}
 
@@ -175,36 +194,82 @@ def test_without_namespaces_the_environment_is_still_filtered(store, bait, monke
     assert all(outcome.startswith("held") for outcome in env_attempts.values()), env_attempts
 
 
-HOSTILE_MODEL = """
-import json, os
+MODEL_HANDLERS = textwrap.dedent(
+    """
+    BAIT = json.loads(BAIT_JSON)
 
 
-def model_fn(model_dir):
-    seen = {key: os.environ.get(key) for key in SECRET_KEYS}
-    seen["HOME"] = os.environ.get("HOME")
-    seen["leaked"] = sorted(k for k, v in os.environ.items() if v in SECRET_VALUES)
-    return seen
+    def model_fn(model_dir):
+        seen = run_attempts(BAIT)
+        def write_model():
+            with open(os.path.join(model_dir, "planted"), "w") as f:
+                f.write("planted")
+            return "written"
+        try:
+            seen["write into the model dir"] = "escaped: " + repr(write_model())
+        except OSError as err:
+            seen["write into the model dir"] = "held: " + type(err).__name__
+        try:
+            seen["read another endpoint's state"] = "escaped: " + open(BAIT["other_endpoint"]).read()[:100]
+        except OSError as err:
+            seen["read another endpoint's state"] = "held: " + type(err).__name__
+        return {"attempts": seen, "HOME": os.environ.get("HOME"), "home_writable": os.access(os.environ["HOME"], os.W_OK),
+                "model_dir": model_dir, "port": os.environ.get("SAGEMAKER_BIND_TO_PORT")}
 
 
-def input_fn(body, content_type):
-    return None
+    def input_fn(body, content_type):
+        return None
 
 
-def predict_fn(data, model):
-    return model
+    def predict_fn(data, model):
+        return model
 
 
-def output_fn(prediction, accept):
-    return json.dumps(prediction), "application/json"
-""".replace("SECRET_KEYS", repr(sorted(SECRETS))).replace("SECRET_VALUES", repr(sorted(SECRETS.values())))
+    def output_fn(prediction, accept):
+        return json.dumps(prediction), "application/json"
+    """
+)
 
 
-def test_a_hostile_model_does_not_see_the_approvers_secrets(tmp_path, bait):
+def test_a_hostile_model_reaches_nothing_of_the_host(bait, bwrap_mode):
+    """An approved model package runs like a serving container: none of the approver's secrets or files."""
     from mlops.serving import supervisor
 
+    home = bait["mlops_home"]  # the endpoint's own state lives here too, beside another endpoint's
+    other = home / "endpoints" / "other"
+    other.mkdir(parents=True)
+    (other / "state.json").write_text('{"bait": "another endpoint"}')
+    model_dir = bait["root"] / "models" / "hostile"
+    (model_dir / "code").mkdir(parents=True)
+    args = {**bait["args"], "other_endpoint": str(other / "state.json")}
+    code = ATTEMPTS + MODEL_HANDLERS.replace("BAIT_JSON", repr(json.dumps(args)))
+    (model_dir / "code" / "inference.py").write_text(code)
+    try:
+        supervisor.start_endpoint("hostile", model_dir, supervisor.free_port(), home=home, workers=1)
+        seen = json.loads(supervisor.invoke("hostile", b"{}", "application/json", home=home).body)
+    finally:
+        for info in supervisor.list_endpoints(home=home):
+            supervisor.stop_endpoint(info.name, home=home)
+    attempts = seen["attempts"]
+    assert len(attempts) == 20
+    assert {name: outcome for name, outcome in attempts.items() if not outcome.startswith("held")} == {}
+    assert not (Path(bait["args"]["home"]) / "planted").exists()
+    assert not (model_dir / "planted").exists()
+    # the serving contract: the model at /opt/ml/model, port 8080 in its own network, a writable $HOME
+    assert seen["model_dir"] == "/opt/ml/model" and seen["port"] == "8080"
+    assert seen["HOME"] != bait["args"]["home"] and seen["home_writable"]
+
+
+def test_without_namespaces_a_model_still_gets_no_secrets(tmp_path, bait, monkeypatch):
+    from mlops.serving import supervisor
+
+    monkeypatch.setenv("MLOPS_SANDBOX", "none")
     model_dir = tmp_path / "models" / "hostile"
     (model_dir / "code").mkdir(parents=True)
-    (model_dir / "code" / "inference.py").write_text(HOSTILE_MODEL)
+    args = {**bait["args"], "other_endpoint": "/nonexistent"}
+    (model_dir / "code" / "inference.py").write_text(
+        ATTEMPTS + MODEL_HANDLERS.replace("BAIT_JSON", repr(json.dumps(args)))
+    )
     home = tmp_path / "mlops"
     try:
         supervisor.start_endpoint("hostile", model_dir, supervisor.free_port(), home=home, workers=1)
@@ -212,9 +277,9 @@ def test_a_hostile_model_does_not_see_the_approvers_secrets(tmp_path, bait):
     finally:
         for info in supervisor.list_endpoints(home=home):
             supervisor.stop_endpoint(info.name, home=home)
-    assert {key: seen[key] for key in SECRETS} == dict.fromkeys(SECRETS)
-    assert seen["leaked"] == []
-    assert seen["HOME"] != bait["args"]["home"] and os.access(seen["HOME"], os.W_OK)
+    env = {k: v for k, v in seen["attempts"].items() if "$" in k.replace("$HOME", "") or "environment" in k}
+    assert len(env) == 5 and all(v.startswith("held") for v in env.values()), env
+    assert seen["HOME"] != bait["args"]["home"]
 
 
 def test_a_runaway_allocation_fails_like_an_out_of_memory_container(store, tmp_path, mode):

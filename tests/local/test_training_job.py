@@ -449,3 +449,27 @@ def test_one_failed_host_fails_the_job_without_waiting_for_its_peer(store, tmp_p
     )
     assert time.monotonic() - t0 < 20
     assert res.status == "Failed" and "algo-2 exited with code 1: algo-2 lost its data" in res.failure_reason
+
+
+@pytest.mark.slow
+def test_a_failing_rank_under_the_sdk_torchrun_driver_names_its_own_error(store, tmp_path, bwrap_mode):
+    """Not ``CalledProcessError: Command '['torchrun', ...]'``: the reason is rank 1's own first error line."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.distributed as dist
+            dist.init_process_group("gloo")
+            if dist.get_rank() == 1:
+                raise ValueError("shard 7 of the training data has 0 rows")
+            dist.barrier()
+            """
+        )
+    )
+    res = run_training_job(
+        sdk_training_request(store, code), job_name="sdk-fail", store=store, job_dir=tmp_path / "j"
+    )
+    assert res.status == "Failed"
+    assert res.failure_reason.startswith("ValueError: shard 7 of the training data has 0 rows"), res.failure_reason
+    assert "CalledProcessError" not in res.failure_reason and "torchrun" not in res.failure_reason

@@ -126,7 +126,7 @@ def test_a_dead_version_gives_502_with_the_reason_and_the_front_stays_up(tmp_pat
         while info.active.alive():
             time.sleep(0.02)
         [(status, _, body)] = exchange(info.port, post(b"[1]"))
-        assert status == 502 and f"model server 127.0.0.1:{info.active.port}" in json.loads(body)["error"]
+        assert status == 502 and json.loads(body)["error"].startswith("model server ")
         assert info.front.alive()
     finally:
         supervisor.stop_endpoint("dead", home=home)

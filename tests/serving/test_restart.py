@@ -42,6 +42,17 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def recorded(name: str, home: Path, status: str, limit_s: float = 10.0):
+    """The endpoint once its last history entry is ``status``: the front may forward to a replacement a
+    moment before the supervisor has written the entry that records it."""
+    deadline = time.monotonic() + limit_s
+    while (now := supervisor.get_endpoint(name, home=home)).deployments[-1].status != status:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: last entry is {now.deployments[-1]}, not {status}")
+        time.sleep(0.05)
+    return now
+
+
 def restarts(name: str, home: Path) -> int:
     return sum(d.status == supervisor.RESTARTED for d in supervisor.get_endpoint(name, home=home).deployments)
 
@@ -55,7 +66,7 @@ def test_a_killed_model_server_is_replaced_and_answers_again(home, sum_model):
         first.process.pid, signal.SIGKILL
     )  # the server and its workers: nothing answers behind the front
     _, seen = invoke_until_ok("crashy", home)
-    now = supervisor.get_endpoint("crashy", home=home)
+    now = recorded("crashy", home, supervisor.RESTARTED)
     assert now.status == "InService" and now.front.pid == info.front.pid  # the front itself stayed up
     second = now.active
     assert second.process.pid != first.process.pid and second.process.alive()
@@ -105,5 +116,5 @@ def test_a_replacement_that_cannot_load_is_recorded_and_retried(home, tmp_path, 
     assert supervisor.get_endpoint("fragile", home=home).status == "Failed"
     (model_dir / "offset.txt").write_text("0")  # fixed: the next try (after a pause) succeeds
     invoke_until_ok("fragile", home, limit_s=RECOVER_S)
-    assert supervisor.get_endpoint("fragile", home=home).deployments[-1].status == supervisor.RESTARTED
+    recorded("fragile", home, supervisor.RESTARTED)
     assert isinstance(supervisor.get_endpoint("fragile", home=home).active.process, ProcessRef)

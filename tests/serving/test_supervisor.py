@@ -16,6 +16,15 @@ from mlops.serving import supervisor
 from mlops.serving.supervisor import EndpointError, EndpointNotFound
 
 
+def answers(url: str) -> bool:
+    """Whether a version's own URL (a port, or a sandboxed server's Unix socket) still answers."""
+    try:
+        supervisor.post(url, b"[1]", timeout=2)
+    except EndpointError:
+        return False
+    return True
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -63,7 +72,8 @@ def test_start_list_invoke_logs_stop(home, sum_model):
 
 def test_start_returns_once_every_worker_has_loaded_the_model(home, sum_model):
     info = supervisor.start_endpoint("two", sum_model, supervisor.free_port(), home=home, workers=2)
-    pids = (sum_model / "loads.log").read_text().split()  # read at once: no waiting for a late worker
+    log = supervisor.endpoint_logs("two", home=home, lines=200)  # read at once: no waiting for a late worker
+    pids = [line.split()[-1] for line in log if line.startswith("model_fn pid ")]
     assert len(pids) == 2 and len(set(pids)) == 2
     assert sorted(p.name for p in (home / "endpoints" / "two" / "blue.ready").iterdir()) == sorted(pids)
     assert info.active.workers == 2
@@ -247,7 +257,7 @@ def test_blue_green_failed_smoke_test_rolls_back_and_the_old_version_keeps_answe
 
     assert result.status == "RolledBack"
     assert result.reason == "smoke test failed: AssertionError: accuracy 0.12 is below the floor 0.85"
-    assert not port_open(int(candidates[0].rsplit(":", 1)[1]))  # the candidate was stopped
+    assert not answers(candidates[0])  # the candidate was stopped
     now = supervisor.get_endpoint("bg", home=home)
     assert now.status == "InService" and now.active.version == "v1" and first.active.alive()
     assert predict(first.port, [1, 2]) == 3.0
