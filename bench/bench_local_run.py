@@ -61,7 +61,11 @@ def chain_definition(n: int, bucket: str = "bench") -> dict:
                 "Type": "Processing",
                 "Arguments": {
                     "ProcessingResources": {
-                        "ClusterConfig": {"InstanceType": "ml.t3.medium", "InstanceCount": 1, "VolumeSizeInGB": 1}
+                        "ClusterConfig": {
+                            "InstanceType": "ml.t3.medium",
+                            "InstanceCount": 1,
+                            "VolumeSizeInGB": 1,
+                        }
                     },
                     "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", code]},
                     "RoleArn": "arn:aws:iam::123456789012:role/bench",

@@ -12,6 +12,8 @@ BENCHES = [
     ("data-quality step vs bare great-expectations (1M rows)", ["bench_data_quality.py"]),
     ("local executor", ["bench_local_run.py"]),
     ("local endpoint under load", ["bench_endpoint.py"]),
+    ("S3 API inside a job vs local disk", ["bench_s3_api.py"]),
+    ("image environment: first build vs cached", ["bench_image_env.py"]),
 ]
 
 

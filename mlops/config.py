@@ -190,6 +190,25 @@ class Local(Strict):
         Field(description="Local directories standing in for EFS / FSx file system ids (id -> path)."),
     ] = {}
     max_parallel_steps: Annotated[int, Field(ge=1, le=64, description="Steps run at once, at most.")] = 2
+    images: Annotated[
+        dict[str, Any],
+        Field(
+            description="The Python environment standing in for each job image: an fnmatch pattern on "
+            "repository:tag -> 'project', an interpreter (path or version), a requirements list, or "
+            "{python, requirements}. Unmatched AWS framework images get built-in defaults (uv, cached)."
+        ),
+    ] = {}
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, v):
+        from mlops.local.images.environments import ImageEnvError, rules_from_config
+
+        try:
+            rules_from_config(v)
+        except ImageEnvError as err:
+            raise ValueError(str(err)) from None
+        return v
 
 
 class BaseConfig(Strict):

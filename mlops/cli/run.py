@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-parallel", type=int, metavar="N", help="steps at once (default: config or cores)")
     run.add_argument("--logs", action="store_true", help="print job log lines (plain output only)")
     run.add_argument("--name", help="pipeline name to record (default: from config or the file name)")
+    run.add_argument(
+        "--check", nargs="?", const=True, default=None, metavar="FILE.json",
+        help="run nothing: list every step with its image and the local runtime and environment that will "
+        "serve it, and every blocker at once; exit 1 when something cannot run (the definition: FILE.json, "
+        "--definition or the project's compile)",
+    )  # fmt: skip
+    run.add_argument("--json", action="store_true", help="with --check: print the check as JSON")
     add_home(run)
     run.set_defaults(func=cmd_run)
 
@@ -69,6 +76,7 @@ def prepare_project_run(args: Invocation, key: str, console) -> dict[str, Any]:
         "definition": compiled.definition(key),
         "pipeline_name": compiled.pipeline_names.get(key),
         "file_systems": dict(cfg.local.file_systems),
+        "images": dict(cfg.local.images),
         "max_parallel": cfg.local.max_parallel_steps,
         "endpoint_ports": project.declaration.endpoint_ports(cfg),
     }
@@ -97,6 +105,10 @@ def cmd_run(args: Invocation) -> int:
     console = out()
     params = parse_assignments(args.param)
     refuse_params_on_resume(args.resume, params)  # before compiling anything
+    if isinstance(args.check, str):
+        if args.definition or args.env:
+            raise DefinitionError("--check FILE.json names the definition: give no --definition or --env")
+        args.definition = Path(args.check)
     if args.definition:
         settings: dict[str, Any] = {
             "definition": read_definition(args.definition),
@@ -110,6 +122,8 @@ def cmd_run(args: Invocation) -> int:
         settings["pipeline_name"] = args.name
     if args.max_parallel:
         settings["max_parallel"] = args.max_parallel
+    if args.check:
+        return report_check(definition, console, as_json=args.json)
     options = RunOptions(params=params, resume=args.resume, use_cache=not args.no_cache, **settings)
     with RunProgress(console, show_logs=args.logs) as progress:
         record = run_definition(definition, home=args.local_home, options=options, on_event=progress)
@@ -122,3 +136,31 @@ def cmd_run(args: Invocation) -> int:
     if record.status == "Failed":
         console.print(f"resume with: mlops run --resume {record.id}")
     return 130 if record.status == "Stopped" else 1
+
+
+def report_check(definition: dict[str, Any], console, *, as_json: bool) -> int:
+    """``mlops run --check``: what would serve each step, and every blocker; exit 1 if any."""
+    from rich.table import Table
+
+    from mlops.cli.console import print_json
+    from mlops.local.check import check
+
+    result = check(definition)
+    if as_json:
+        print_json({"runnable": result.runnable, "blockers": result.blockers,
+                    "steps": [v.to_json() for v in result.steps]})  # fmt: skip
+        return 0 if result.runnable else 1
+    if result.steps:
+        table = Table("step", "type", "image", "runtime", "environment", box=None, pad_edge=False)
+        for v in result.steps:
+            mark = "[red]✗[/] " if v.blockers else ""
+            table.add_row(mark + escape(v.name), escape(v.type), escape(v.image or "-"),
+                          escape(v.runtime or "-"), escape(v.environment or "-"))  # fmt: skip
+        console.print(table)
+    if result.runnable:
+        console.print(f"[green]ready: {len(result.steps)} step(s) can run on this machine[/]")
+        return 0
+    console.print(f"[red]{len(result.blockers)} blocker(s):[/]")
+    for line in result.blockers:
+        console.print(f"  [red]-[/] {escape(line)}")
+    return 1

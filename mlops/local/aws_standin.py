@@ -24,9 +24,12 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from mlops.local.s3_api import S3Api
+
 log = logging.getLogger(__name__)
 
-BRIDGE_PORT = 4566
+BRIDGE_PORT = 4566  # the gateway, inside a job's namespace (LocalStack's port)
+S3_BRIDGE_PORT = 4572  # the S3 API (LocalStack's old S3 port)
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _HOP_BY_HOP = {
     "connection",
@@ -38,34 +41,41 @@ _HOP_BY_HOP = {
     "proxy-connection",
 }
 
-# Runs inside the job's network namespace: 127.0.0.1:PORT -> the gateway's Unix socket. Started by the
-# sandbox's supervisor before the hosts; it touches READY once it listens.
+# Runs inside the job's network namespace: 127.0.0.1:PORT -> a host Unix socket, for each (PORT, SOCKET) pair
+# after READY in its arguments. Started by the sandbox's supervisor before the hosts; it touches READY once
+# it listens on every port. Only the standard library, without site (-I -S): it starts in tens of ms.
 FORWARDER = r"""
-import os, socket, sys, threading
-port, path, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+import socket, sys, threading
+ready, pairs = sys.argv[1], sys.argv[2:]
+servers = [(socket.create_server(("127.0.0.1", int(port))), path) for port, path in zip(pairs[::2], pairs[1::2])]
 open(ready, "w").close()
 def pipe(a, b):
+    buf = bytearray(1 << 18)
+    view = memoryview(buf)
     try:
-        while data := a.recv(65536):
-            b.sendall(data)
+        while n := a.recv_into(buf):
+            b.sendall(view[:n])
     except OSError:
         pass
     finally:
         for s in (a, b):
             try: s.shutdown(socket.SHUT_RDWR)
             except OSError: pass
-def serve(client):
+def serve(client, path):
     upstream = socket.socket(socket.AF_UNIX)
     try:
         upstream.connect(path)
     except OSError:
-        client.close(); return
+        client.close(); upstream.close(); return
     threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
     pipe(client, upstream)
-while True:
-    conn, _ = server.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+def accept(server, path):
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn, path), daemon=True).start()
+for server, path in servers[1:]:
+    threading.Thread(target=accept, args=(server, path), daemon=True).start()
+accept(*servers[0])
 """
 
 
@@ -79,61 +89,90 @@ class _TCPHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 class LocalAws:
-    """moto's server + the gateway; ``with LocalAws(home, region) as aws: ... aws.job_env(mode)``."""
+    """The gateway (moto's server behind it) and the store's S3 API, for one run.
 
-    def __init__(self, home: Path, region: str):
+    ``with LocalAws(home, region) as aws: ... aws.job_env(mode)``; entering is cheap: moto starts on the
+    first request for it, rclone on the first ``job_env``/``bridges``.
+    """
+
+    def __init__(self, home: Path, region: str, store_root: Path | None = None):
         self.home = Path(home)
         self.region = region
         self._dir = Path(tempfile.mkdtemp(prefix="mlops-aws-"))  # short: Unix socket paths max ~108 bytes
         self.socket_path = str(self._dir / "gateway.sock")
+        self.s3 = S3Api(Path(store_root) if store_root else self.home / "s3", self._dir / "s3", region)
         self._servers: list[socketserver.BaseServer] = []
         self._moto = None
+        self._moto_lock = threading.Lock()
         self.moto_port = 0
         self.tcp_port = 0
 
     # ---------------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalAws:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._moto.start()
-        self.moto_port = self._moto._server.server_port
         handler = self._handler()
         for server in (_UnixHTTPServer(self.socket_path, handler), _TCPHTTPServer(("127.0.0.1", 0), handler)):
             self._servers.append(server)
             threading.Thread(target=server.serve_forever, name="mlops-aws-gateway", daemon=True).start()
         self.tcp_port = self._servers[1].server_address[1]
-        log.info("local AWS stand-ins: gateway %s, moto on 127.0.0.1:%d", self.socket_path, self.moto_port)
+        log.info("local AWS stand-ins: gateway %s and 127.0.0.1:%d", self.socket_path, self.tcp_port)
         return self
 
     def __exit__(self, *exc) -> None:
         for server in self._servers:
             server.shutdown()
             server.server_close()
-        if self._moto is not None:
-            self._moto.stop()
+        self.s3.close()
+        with self._moto_lock:
+            if self._moto is not None:
+                self._moto.stop()
+                self._moto = None
         shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _moto_server_port(self) -> int:
+        """moto's port, starting it on first use (its import alone takes half a second)."""
+        with self._moto_lock:
+            if self._moto is None:
+                from moto.server import ThreadedMotoServer
+
+                logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+                self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+                self._moto.start()
+                self.moto_port = self._moto._server.server_port
+                log.info("local AWS stand-ins: moto on 127.0.0.1:%d", self.moto_port)
+            return self.moto_port
 
     # ------------------------------------------------------------------------------------------ for jobs
     def job_env(self, mode: str) -> dict[str, str]:
-        """What a job needs to reach the stand-ins (in bwrap mode through the namespace's forwarder)."""
-        port = BRIDGE_PORT if mode == "bwrap" else self.tcp_port
+        """What a job needs to reach the stand-ins (in bwrap mode through the namespace's forwarders).
+
+        Starts the S3 API (raises :class:`S3ApiError` in one line when rclone is missing). The key is this
+        run's own: rclone checks it, moto takes any.
+        """
+        self.s3.start()
+        bwrap = mode == "bwrap"
+        port = BRIDGE_PORT if bwrap else self.tcp_port
+        s3_port = S3_BRIDGE_PORT if bwrap else self.s3.port
         return {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
+            # botocore >= 1.31 (boto3, the AWS CLI, s3fs, the SageMaker SDK) prefers it for S3
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}",
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
         }
 
     def bridges(self) -> list[tuple[int, str]]:
-        return [(BRIDGE_PORT, self.socket_path)]
+        """(port inside the job's namespace, Unix socket) pairs the sandbox forwards."""
+        self.s3.start()
+        return [(BRIDGE_PORT, self.socket_path), (S3_BRIDGE_PORT, self.s3.socket_path)]
 
     def client(self, service: str):
-        """A boto3 client on the stand-ins, for the executor's own checks and for tests."""
+        """A boto3 client on the stand-ins (``s3``: on the store), for the executor's own checks and tests."""
         import boto3
 
+        if service == "s3":
+            return self.s3.start().client()
         return boto3.client(
             service,
             endpoint_url=f"http://127.0.0.1:{self.tcp_port}",
@@ -163,7 +202,7 @@ class LocalAws:
                     status, headers, payload = aws._invoke(match.group(1), body, self.headers)
                 else:
                     status, headers, payload = aws._forward(
-                        "127.0.0.1", aws.moto_port, self.command, self.path, body, self.headers
+                        "127.0.0.1", aws._moto_server_port(), self.command, self.path, body, self.headers
                     )
                 self.send_response(status)
                 for key, value in headers:
@@ -224,5 +263,7 @@ class LocalAws:
         return 200, kept, payload
 
 
-def forwarder_command(python: str, port: int, socket_path: str, ready: str) -> list[str]:
-    return [python, "-c", FORWARDER, str(port), socket_path, ready]
+def forwarders_command(python: str, bridges, ready: str) -> list[str]:
+    """One forwarder process for all of ``bridges`` (``(port, socket_path)`` pairs): one start per job."""
+    pairs = [str(item) for port, path in bridges for item in (port, path)]
+    return [python, "-I", "-S", "-c", FORWARDER, ready, *pairs]

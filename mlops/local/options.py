@@ -16,6 +16,8 @@ class RunOptions:
     max_parallel: int | None = None  # steps at once (default: the cores)
     pipeline_name: str | None = None  # recorded name (default: the definition's metadata)
     file_systems: Mapping[str, str] = field(default_factory=dict)  # EFS/FSx id -> local directory
+    # config local.images: image pattern -> the environment standing in for it (mlops.local.images)
+    images: Mapping[str, Any] = field(default_factory=dict)
     endpoint_ports: Mapping[str, int] = field(default_factory=dict)  # endpoint name -> local port
     # (endpoint name, new version URL) -> raise to keep the serving version
     endpoint_gate: Callable[[str, str], None] | None = None

@@ -26,6 +26,8 @@ from mlops.errors import MlopsError
 log = logging.getLogger(__name__)
 
 _TMP = ".tmp"
+# rclone serve s3 writes an upload beside its key under this prefix and renames it into place when done.
+S3_API_TEMP_PREFIX = ".rclone_temp_"
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO a job left behind must not hang the executor (it is refused by fstat next).
 _FILE_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -259,6 +261,8 @@ class S3Store:
         out = []
         for dirpath, _dirs, files in os.walk(start):
             for name in files:
+                if name.startswith(S3_API_TEMP_PREFIX):
+                    continue  # an upload through the S3 API still in flight (or left by a killed server)
                 rel = (Path(dirpath) / name).relative_to(bucket_dir).as_posix()
                 if rel.startswith(key):
                     out.append(f"s3://{bucket}/{rel}")

@@ -22,9 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops.definition import preflight
 from mlops.definition.expressions import Context
-from mlops.definition.model import Definition, Step, parse
+from mlops.definition.model import Definition, Step
 from mlops.definition.parameters import parameter_values
 from mlops.errors import DefinitionError, MlopsError, ParameterError
 from mlops.local import handlers
@@ -43,23 +42,23 @@ from mlops.local.state.home import Home, now
 
 log = logging.getLogger(__name__)
 
-# Deploy steps whose jobs call AWS APIs get local stand-ins for them.
-NEEDS_AWS_STANDINS = ("EndpointConfig", "Endpoint")
+# Steps whose jobs call AWS APIs get local stand-ins for them: S3 (the store, for any job) and the deploy
+# steps' APIs. Cheap until used: moto starts on its first request, rclone when the first job starts.
+NEEDS_AWS_STANDINS = ("Processing", "Training", "EndpointConfig", "Endpoint")
 
 
-def plan(definition: Mapping[str, Any]) -> Definition:
-    """The parsed definition, refused before anything runs when a step's type has no handler or a step's
-    arguments have the wrong shape (``mlops.definition.preflight``: the step and the field named)."""
-    model = parse(definition)
-    preflight.check(model)
-    unsupported = [s for s in model.steps.values() if handlers.handler_for(s.type) is None]
-    if unsupported:
-        step = unsupported[0]
-        raise DefinitionError(
-            f"step {step.name}: type {step.type[:80]} is not supported by the local executor "
-            f"(supported: {', '.join(handlers.supported())})"
-        )
-    return model
+def plan(definition: Mapping[str, Any], images: Mapping[str, Any] | None = None) -> Definition:
+    """The parsed definition, refused before anything runs on the first blocker that ``mlops.local.check``
+    finds (a step type without a handler, a request of the wrong shape, an image that cannot run here)."""
+    from mlops.local.check import check
+
+    result = check(definition, images)
+    if result.blockers:
+        more = len(result.blockers) - 1
+        hint = f" (and {more} more: see mlops run --check)" if more else ""
+        raise DefinitionError(result.blockers[0] + hint)
+    assert result.model is not None
+    return result.model
 
 
 class RunningExecution:
@@ -327,7 +326,7 @@ def run_definition(
     """
     options = dataclasses.replace(options or RunOptions(), **settings)  # settings: RunOptions fields
     h = home if isinstance(home, Home) else Home.open(home)
-    model = plan(definition)
+    model = plan(definition, options.images)
     if any(getattr(handlers.handler_for(s.type), "needs_sandbox", False) for s in model.steps.values()):
         from mlops.local.runtime.sandbox import sandbox_mode
 

@@ -16,7 +16,7 @@ from mlops.local.scheduler import plan
 def step(name: str, *, depends_on=None, reads=None, kind="Processing", **extra) -> dict:
     args: dict = {"ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                               "VolumeSizeInGB": 1}},
-                  "AppSpecification": {"ImageUri": "python"}, "RoleArn": "arn:aws:iam::111111111111:role/r"}  # fmt: skip
+                  "AppSpecification": {"ImageUri": "python", "ContainerEntrypoint": ["python3", "-c", "pass"]}, "RoleArn": "arn:aws:iam::111111111111:role/r"}  # fmt: skip
     if reads:
         args["Environment"] = {f"IN_{i}": {"Get": f"Steps.{r}.ProcessingJobArn"} for i, r in enumerate(reads)}
     out = {"Name": name, "Type": kind, "Arguments": args, **extra}

@@ -471,5 +471,7 @@ def test_a_failing_rank_under_the_sdk_torchrun_driver_names_its_own_error(store,
         sdk_training_request(store, code), job_name="sdk-fail", store=store, job_dir=tmp_path / "j"
     )
     assert res.status == "Failed"
-    assert res.failure_reason.startswith("ValueError: shard 7 of the training data has 0 rows"), res.failure_reason
+    assert res.failure_reason.startswith("ValueError: shard 7 of the training data has 0 rows"), (
+        res.failure_reason
+    )
     assert "CalledProcessError" not in res.failure_reason and "torchrun" not in res.failure_reason

@@ -119,6 +119,7 @@ class JobHandler:
                     cancel=execution.stop,
                     file_systems=dict(execution.options.file_systems),
                     services=execution.services,
+                    images=dict(execution.options.images),
                 )
                 status, reason = result.status, result.failure_reason
             except RuntimeFault as err:
@@ -169,6 +170,26 @@ class JobHandler:
 class ProcessingHandler(JobHandler):
     kind = "Processing"
 
+    def describe(self, step, images):
+        from mlops.local.check import StepView, describe_environment
+
+        args = step.spec.get("Arguments") or {}
+        app = args.get("AppSpecification") if isinstance(args, Mapping) else None
+        app = app if isinstance(app, Mapping) else {}
+        image = app.get("ImageUri")
+        view = StepView(
+            step.name, step.type, image=image if isinstance(image, str) else "(from an expression)"
+        )
+        if app.get("ContainerEntrypoint"):
+            view.runtime = "the request's ContainerEntrypoint"
+            describe_environment(view, images)
+        else:
+            view.blockers.append(
+                "AppSpecification.ContainerEntrypoint is missing: a processing image's own ENTRYPOINT is not "
+                "known without the image; name the command to run"
+            )
+        return view
+
     def runner(self):
         from mlops.local.runtime import run_processing_job
 
@@ -199,6 +220,29 @@ class ProcessingHandler(JobHandler):
 
 class TrainingHandler(JobHandler):
     kind = "Training"
+
+    def describe(self, step, images):
+        from mlops.local.check import StepView, describe_environment
+        from mlops.local.images.launch import ImageLaunchError, training_launch
+
+        args = step.spec.get("Arguments") or {}
+        algo = args.get("AlgorithmSpecification") if isinstance(args, Mapping) else None
+        algo = algo if isinstance(algo, Mapping) else {}
+        image = algo.get("TrainingImage")
+        view = StepView(
+            step.name, step.type, image=image if isinstance(image, str) else "(from an expression)"
+        )
+        hps = args.get("HyperParameters") if isinstance(args.get("HyperParameters"), Mapping) else {}
+        if not isinstance(image, str | None) or any(not isinstance(v, str) for v in hps.values()):
+            view.runtime = "decided at run time (the image or hyperparameters are expressions)"
+            return view
+        try:
+            view.runtime = training_launch(dict(algo), {k: str(v) for k, v in hps.items()}).description
+        except ImageLaunchError as err:
+            view.blockers.append(str(err))
+            return view
+        describe_environment(view, images)
+        return view
 
     def runner(self):
         from mlops.local.runtime import run_training_job

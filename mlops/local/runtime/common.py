@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,13 +115,14 @@ def s3_uri(value: Any, field_name: str) -> str:
     return value
 
 
-def base_env(extra: dict[str, Any] | None) -> dict[str, str]:
-    """The executor's environment minus AWS/SageMaker leftovers, with this interpreter first on PATH.
+def base_env(extra: dict[str, Any] | None, python: Path | None = None) -> dict[str, str]:
+    """The executor's environment minus AWS/SageMaker leftovers, with the job's interpreter first on PATH.
 
-    The image is not pulled: ``python3``, ``pip3`` and ``torchrun`` resolve to the project's venv.
+    The image is not pulled: ``python3``, ``pip3`` and ``torchrun`` resolve to the environment standing in
+    for it (``python``: its interpreter; default the project's venv).
     """
     env = {k: v for k, v in os.environ.items() if not _DROP_ENV.match(k)}
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = str(Path(python).parent if python else Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     env["PYTHONUNBUFFERED"] = "1"
     for key, value in (extra or {}).items():
@@ -221,7 +222,8 @@ class MetricParser:
 
 _STOPPED_BY_US = {-15, -9, 143, 137}  # SIGTERM/SIGKILL, as a signal or as a shell's 128 + n
 # A launcher's wrapper around the real error (the SDK's torchrun driver, torch elastic), not the error.
-_WRAPPER_ERROR = re.compile(r"\b(CalledProcessError|ChildFailedError)\b")
+# The training toolkit's ExecuteUserScriptError wraps the script's error with its exit code and command.
+_WRAPPER_ERROR = re.compile(r"\b(CalledProcessError|ChildFailedError|ExecuteUserScriptError)\b")
 # ``ValueError: ...`` as Python prints it, possibly behind ``[algo-1]`` / ``[rank1]:`` prefixes.
 _ERROR_LINE = re.compile(
     r"^(?:\s*\[[\w.-]+\]:?)*\s*((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit)(?::\s*\S.*)?)$"
@@ -277,10 +279,12 @@ def read_sandbox_text(host: HostDirs, rel: str) -> tuple[str, str | None]:
     return data.decode(errors="replace").strip(), None
 
 
-def job_warning(log_path: Path, host: str, message: str, on_log: Callable[[str, str], None] | None) -> None:
+def job_warning(
+    log_path: Path, host: str, message: str, on_log: Callable[[str, str], None] | None, level: str = "WARNING"
+) -> None:
     """A line from the executor in a host's job log (and this log), e.g. a symlink it did not follow."""
-    line = f"[mlops] WARNING: {message}"
-    log.warning("%s: %s", host, message)
+    line = f"[mlops] {level}: {message}"
+    log.log(logging.getLevelName(level), "%s: %s", host, message)
     try:
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "a") as f:
@@ -327,3 +331,45 @@ LogCallback = Callable[[str, str], None]
 def service_env(services) -> dict[str, str]:
     """Variables that point a job's AWS SDK at the local stand-ins (``aws_standin.LocalAws``), if any."""
     return services.job_env(sandbox.sandbox_mode()) if services else {}
+
+
+# A job failure that may come from the stand-in environment (an import, a removed or renamed API).
+_ENVIRONMENT_ERROR = re.compile(
+    r"\b(ModuleNotFoundError|ImportError|AttributeError|TypeError|unexpected keyword argument|"
+    r"No module named|cannot import name|version)\b"
+)
+
+
+@dataclass
+class StandIn:
+    """The Python environment that stands in for a job's image, and the mounts it needs."""
+
+    environment: Any  # mlops.local.images.environments.Environment
+    mounts: list[sandbox.Mount]
+
+    def hint(self, reason: str | None) -> str | None:
+        """``reason``, with the sentence naming the stand-in when the failure may come from it."""
+        if not reason or not _ENVIRONMENT_ERROR.search(reason):
+            return reason
+        from mlops.local.images.environments import failure_hint
+
+        return f"{reason} ({failure_hint(self.environment)})"
+
+
+def stand_in(image: str, images: Mapping[str, Any] | None, log_paths: list[Path], on_log) -> StandIn:
+    """The environment for ``image`` (built on first use, with its progress in every host's log); raises
+    :class:`JobRequestError` when none can be had (no interpreter of the image's Python, a failed build)."""
+    from mlops.local.images.environments import ImageEnvError, prepare, rules_from_config
+
+    def progress(line: str) -> None:
+        for lp in log_paths:
+            job_warning(lp, lp.stem, line, on_log, level="INFO")
+
+    try:
+        env = prepare(image or "", rules_from_config(images or {}), on_progress=progress)
+    except ImageEnvError as err:
+        raise JobRequestError(str(err)) from err
+    # The project's own environment is in every sandbox's root already.
+    own = env.choice.mode == "project"
+    mounts = [] if own else [sandbox.Mount(str(p), Path(p), read_only=True) for p in env.prefixes]
+    return StandIn(env, mounts)

@@ -32,6 +32,7 @@ from mlops.local.runtime.common import (
     s3_uri,
     service_env,
     shard,
+    stand_in,
     write_json,
 )
 from mlops.local.s3store import S3Store, S3StoreError
@@ -95,8 +96,11 @@ def run_processing_job(
     cancel: threading.Event | None = None,
     file_systems: dict[str, str] | None = None,
     services: Any = None,
+    images: dict[str, Any] | None = None,
 ) -> JobResult:
-    """Runs one processing job to the end; raises :class:`JobRequestError` before starting on a bad request."""
+    """Runs one processing job to the end; raises :class:`JobRequestError` before starting on a bad request.
+
+    ``images``: config ``local.images``, which environment stands in for which image."""
     count = get(request, "ProcessingResources.ClusterConfig.InstanceCount", int, 1)
     if count < 1:
         raise JobRequestError(f"ProcessingResources.ClusterConfig.InstanceCount = {count} must be >= 1")
@@ -109,7 +113,8 @@ def run_processing_job(
         )
     argv = [str(a) for a in entrypoint + get(request, "AppSpecification.ContainerArguments", list, [])]
     inputs, outputs = _parse_inputs(request), _parse_outputs(request)
-    env = base_env({**service_env(services), **get(request, "Environment", dict, {})})
+    user_env = {**service_env(services), **get(request, "Environment", dict, {})}
+    base_env(user_env)  # the request's Environment is checked before anything is built
     max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
 
     job_dir = Path(job_dir)
@@ -123,9 +128,12 @@ def run_processing_job(
         "ProcessingStartTime": started.isoformat(),
     }
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    standin = stand_in(get(request, "AppSpecification.ImageUri", str, ""), images, log_paths, on_log)
+    env = base_env(user_env, standin.environment.python)
 
     def finish(status: str, reason: str | None) -> JobResult:
         ended = now()
+        reason = standin.hint(reason) if status == "Failed" else reason
         properties.update(
             ProcessingJobStatus=status,
             ProcessingEndTime=ended.isoformat(),
@@ -138,7 +146,7 @@ def run_processing_job(
 
     instances = []
     for index, h in enumerate(hosts):
-        mounts = [sandbox.Mount(ML, h.ml)]
+        mounts = [sandbox.Mount(ML, h.ml), *standin.mounts]
         for item in inputs + outputs:
             host_dir = h.container_dir(item["local"])
             host_dir.mkdir(parents=True, exist_ok=True)

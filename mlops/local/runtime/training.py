@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.local import arns
+from mlops.local.images.launch import ImageLaunchError, training_launch
 from mlops.local.runtime import sandbox
 from mlops.local.runtime.channels import Channel, deliver, parse_channels
 from mlops.local.runtime.common import (
@@ -42,6 +43,7 @@ from mlops.local.runtime.common import (
     now,
     s3_uri,
     service_env,
+    stand_in,
     write_json,
 )
 from mlops.local.runtime.instances import cpu_count
@@ -345,20 +347,23 @@ def run_training_job(
     cancel: threading.Event | None = None,
     file_systems: dict[str, str] | None = None,
     services: Any = None,
+    images: dict[str, Any] | None = None,
 ) -> JobResult:
-    """Runs one training job to the end; raises :class:`JobRequestError` before starting on a bad request."""
+    """Runs one training job to the end; raises :class:`JobRequestError` before starting on a bad request.
+
+    ``images``: config ``local.images``, which environment stands in for which image."""
     algo = get(request, "AlgorithmSpecification", dict)
-    entrypoint = get(algo, "ContainerEntrypoint", list, None, where="AlgorithmSpecification")
-    if not entrypoint:
-        raise JobRequestError(
-            "AlgorithmSpecification.ContainerEntrypoint is missing: image entrypoints are not run locally, "
-            "name the command to run"
-        )
-    argv = [
-        str(a) for a in entrypoint + get(algo, "ContainerArguments", list, [], where="AlgorithmSpecification")
-    ]
+    get(algo, "ContainerEntrypoint", list, None, where="AlgorithmSpecification")
+    get(algo, "ContainerArguments", list, [], where="AlgorithmSpecification")
     metrics = MetricParser(get(algo, "MetricDefinitions", list, [], where="AlgorithmSpecification"))
     hps = {k: str(v) for k, v in get(request, "HyperParameters", dict, {}).items()}
+    try:
+        launch = training_launch(algo, hps)
+    except ImageLaunchError as err:
+        raise JobRequestError(str(err)) from err
+    argv = launch.argv
+    if launch.metric_definitions and not algo.get("MetricDefinitions"):
+        metrics = MetricParser(launch.metric_definitions)
     channels = parse_channels(request, file_systems)
     rcs = _resource_configs(_instance_groups(request))
     output_path = get(request, "OutputDataConfig.S3OutputPath", str).rstrip("/")
@@ -376,6 +381,8 @@ def run_training_job(
     job_dir = Path(job_dir)
     hosts = make_host_dirs(job_dir, len(rcs))
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    standin = stand_in(get(algo, "TrainingImage", str, "", where="AlgorithmSpecification"), images, log_paths,
+                       on_log)  # fmt: skip
     started = now()
     model_uri = f"{output_path}/{job_name}/output/model.tar.gz"
     properties = {
@@ -396,6 +403,7 @@ def run_training_job(
             BillableTimeInSeconds=int((ended - started).total_seconds()),
             FinalMetricDataList=metrics.final_list(),
         )
+        reason = standin.hint(reason) if status == "Failed" else reason
         if reason:
             properties["FailureReason"] = reason
         for lp in log_paths:
@@ -423,9 +431,12 @@ def run_training_job(
                         job_name, properties["TrainingJobArn"], rc, channels, hps, ckpt_local, num_gpus
                     ),
                     **user_env,
-                }
+                },
+                standin.environment.python,
             )
-            mounts = [sandbox.Mount(ML, h.ml), *extra_mounts]
+            env.update({k: v for k, v in launch.env.items() if k not in user_env})
+            mounts = [sandbox.Mount(ML, h.ml), *extra_mounts, *standin.mounts]
+            mounts += [sandbox.Mount(target, source, read_only=True) for target, source in launch.mounts]
             if not ckpt_local.startswith(ML + "/"):
                 mounts.append(sandbox.Mount(ckpt_local, ckpt_dir))
             instances.append(

@@ -1,0 +1,121 @@
+"""What a training container runs when its request names no command: the image's own entrypoint, locally.
+
+SageMaker starts an image's ``ENTRYPOINT`` when ``AlgorithmSpecification.ContainerEntrypoint`` is absent.
+Locally there is no image, so the entrypoint is the one the image would run:
+
+- **framework mode** (the request's hyperparameters name ``sagemaker_program``: every framework estimator,
+  v2 and v3): the real ``sagemaker-training`` toolkit's ``train`` (``sagemaker_training.cli.train``), with
+  ``SAGEMAKER_TRAINING_MODULE`` set as the framework's image sets it (PyTorch and Hugging Face images use
+  ``sagemaker_pytorch_container.training:main``, which honours ``torch_distributed``, ``pytorch_ddp``,
+  smdataparallel and MPI). The toolkit downloads ``sagemaker_submit_directory`` through the S3 API,
+  installs its ``requirements.txt`` and runs the entry point with the hyperparameters as arguments, as in
+  the image;
+- **built-in XGBoost** (``sagemaker-xgboost`` without ``sagemaker_program``): algorithm mode on the
+  ``xgboost`` package (:mod:`mlops.local.images.xgboost_algorithm`);
+- any other built-in algorithm, or an algorithm resource (``AlgorithmName``), is refused before start,
+  naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops.errors import MlopsError
+from mlops.local.images import image_uri
+
+# Where the toolkit's own stand-in scripts are visible inside a job (read-only).
+TOOLKIT_IN_JOB = "/opt/mlops/images"
+_XGBOOST_ALGORITHM = Path(__file__).with_name("xgboost_algorithm.py")
+# The framework image's ``SAGEMAKER_TRAINING_MODULE`` (from the images' Dockerfiles in
+# aws/deep-learning-containers: pytorch/training/docker/*/Dockerfile.cpu and huggingface/pytorch/...).
+_TRAINING_MODULES = {
+    "pytorch": "sagemaker_pytorch_container.training:main",
+    "huggingface": "sagemaker_pytorch_container.training:main",
+}
+
+
+class ImageLaunchError(MlopsError):
+    """A request whose image cannot be run locally (an unsupported built-in algorithm, no command)."""
+
+
+@dataclass
+class Launch:
+    """The command a job's hosts run, the variables the image would set, and the files it needs."""
+
+    kind: str  # "entrypoint" | "framework" | "algorithm"
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[tuple[str, Path]] = field(default_factory=list)  # (container path, host file), read-only
+    description: str = ""
+    # What SageMaker attaches itself to a built-in algorithm's job when its request names none.
+    metric_definitions: list[dict[str, str]] = field(default_factory=list)
+
+
+def _xgboost_metric_definitions() -> list[dict[str, str]]:
+    from mlops.local.images.xgboost_algorithm import METRIC_DEFINITIONS
+
+    return [dict(m) for m in METRIC_DEFINITIONS]
+
+
+def hyperparameter(hps: dict[str, str], name: str) -> str | None:
+    """A hyperparameter as the toolkit reads it: the SDK v2 JSON-encodes every value (``"\\"train.py\\""``)."""
+    raw = hps.get(name)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, str) else raw
+
+
+def training_launch(algorithm_spec: dict, hps: dict[str, str]) -> Launch:
+    """How a Training job's hosts start; raises :class:`ImageLaunchError` for what cannot run locally."""
+    entrypoint = algorithm_spec.get("ContainerEntrypoint")
+    if entrypoint:
+        argv = [str(a) for a in entrypoint + list(algorithm_spec.get("ContainerArguments") or [])]
+        return Launch("entrypoint", argv, description="the request's ContainerEntrypoint")
+    if algorithm_spec.get("AlgorithmName"):
+        raise ImageLaunchError(
+            f"AlgorithmSpecification.AlgorithmName {algorithm_spec['AlgorithmName']!r}: algorithm resources "
+            "(AWS Marketplace or your own) run only on SageMaker; name a TrainingImage with a ContainerEntrypoint"
+        )
+    image = str(algorithm_spec.get("TrainingImage") or "")
+    info = image_uri.parse_image_uri(image)
+    program = hyperparameter(hps, "sagemaker_program")
+    if program:
+        # The toolkit's base dir: /opt/ml in a sandbox; rewritten to the host's dir without one (mapped paths).
+        env = {"SAGEMAKER_BASE_DIR": "/opt/ml"}
+        module = _TRAINING_MODULES.get(info.base_framework or info.framework or "")
+        if module:
+            env["SAGEMAKER_TRAINING_MODULE"] = module
+        return Launch(
+            "framework",
+            ["python3", "-m", "sagemaker_training.cli.train"],
+            env,
+            description=f"framework mode through sagemaker-training: {program}",
+        )
+    if info.algorithm == "xgboost":
+        script = f"{TOOLKIT_IN_JOB}/{_XGBOOST_ALGORITHM.name}"
+        return Launch(
+            "algorithm",
+            # the image's version decides the algorithm's defaults and its model file's format
+            ["python3", script, "train", "--image", image],
+            mounts=[(script, _XGBOOST_ALGORITHM)],
+            metric_definitions=_xgboost_metric_definitions(),
+            description=f"built-in XGBoost {info.framework_version or ''} in algorithm mode".replace(
+                "  ", " "
+            ),
+        )
+    if info.kind == "algorithm":
+        raise ImageLaunchError(
+            f"built-in algorithm {info.algorithm!r} ({info.name}) does not run locally: only XGBoost does; "
+            "run it on SageMaker or train with a script (ContainerEntrypoint or a framework estimator)"
+        )
+    raise ImageLaunchError(
+        f"AlgorithmSpecification.ContainerEntrypoint is missing and image {info.name or '(none)'} is neither "
+        "a framework image run with a sagemaker_program hyperparameter nor built-in XGBoost: its own "
+        "ENTRYPOINT is not known without the image; name the command to run"
+    )
