@@ -106,7 +106,7 @@ class S3Api:
     # with it rclone v1.75.2 spins a core from the first PutObject on (its directory-cache timers fire at once).
     dir_cache_time = "1ms"
 
-    def __init__(self, store_root: Path, work_dir: Path, region: str = "us-east-1"):
+    def __init__(self, store_root: Path, work_dir: Path, region: str):
         self.store_root = Path(store_root)
         self.work_dir = Path(work_dir)  # private to this run; the caller removes it
         self.region = region

@@ -41,7 +41,7 @@ def host_credentials(monkeypatch):
 
 @pytest.fixture
 def api(tmp_path):
-    with S3Api(tmp_path / "s3", tmp_path / "api") as server:
+    with S3Api(tmp_path / "s3", tmp_path / "api", "eu-west-1") as server:
         yield server
 
 
@@ -132,7 +132,7 @@ def test_only_the_runs_key_is_accepted(tmp_path, api, host_credentials):
 
     S3Store(tmp_path / "s3").put_bytes("s3://b/k", b"secret data")
     assert api.access_key.startswith("AKIA") and api.access_key != HOST_KEY and len(api.secret_key) == 40
-    other = S3Api(tmp_path / "s3", tmp_path / "other")
+    other = S3Api(tmp_path / "s3", tmp_path / "other", "eu-west-1")
     assert (other.access_key, other.secret_key) != (api.access_key, api.secret_key)
     for key, secret, config in [
         (HOST_KEY, HOST_SECRET, None),  # the executor's own credentials
@@ -216,7 +216,7 @@ def test_server_stops_with_the_run_and_with_a_killed_executor(tmp_path):
         import sys, time
         from pathlib import Path
         from mlops.local.s3_api import S3Api
-        api = S3Api(Path({str(tmp_path / "s3")!r}), Path({str(tmp_path / "killed")!r})).start()
+        api = S3Api(Path({str(tmp_path / "s3")!r}), Path({str(tmp_path / "killed")!r}), "eu-west-1").start()
         launcher = api._proc.pid
         print(open(f"/proc/{{launcher}}/task/{{launcher}}/children").read().split()[0], flush=True)
         time.sleep(60)

@@ -413,6 +413,20 @@ PROJECT_PROVIDED = ("torch", "torchvision", "torchaudio")  # an overlay takes th
 # in the images' requirements.txt) and scripts import as a matter of course (the Projects seed code's
 # preprocess.py imports requests).
 IMAGE_COMMON = ("requests",)
+# The first boto3 whose botocore honours the service endpoint variables (AWS_ENDPOINT_URL_S3, botocore
+# 1.31.57): an image's older pin is raised to it, so that its job code reaches the local S3 API rather than
+# AWS. The one deliberate difference from the image's libraries (failure_hint names the lock).
+LOCAL_BOTO3_FLOOR = (1, 28, 57)
+
+
+def _local_pins(requirements: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for req in requirements:
+        name, _, version = req.partition("==")
+        if name == "boto3" and version and tuple(int(x) for x in version.split(".")[:3]) < LOCAL_BOTO3_FLOOR:
+            req = f"boto3>={'.'.join(map(str, LOCAL_BOTO3_FLOOR))}"
+        out.append(req)
+    return (*out, *IMAGE_COMMON)
 
 
 def default_choice(info: ImageInfo) -> EnvChoice:
@@ -425,7 +439,7 @@ def default_choice(info: ImageInfo) -> EnvChoice:
                 "uv",
                 "default",
                 python=info.python_version,
-                requirements=SKLEARN_IMAGES[version] + IMAGE_COMMON,
+                requirements=_local_pins(SKLEARN_IMAGES[version]),
                 only_binary=True,
                 source_packages=TOOLKIT_SOURCE_PACKAGES,
                 imports=("sklearn", "pandas", "numpy", "scipy", "pyarrow", "sagemaker_training", "boto3"),
@@ -441,7 +455,7 @@ def default_choice(info: ImageInfo) -> EnvChoice:
                 "uv",
                 "default",
                 python=info.python_version,
-                requirements=XGBOOST_IMAGES[version] + IMAGE_COMMON,
+                requirements=_local_pins(XGBOOST_IMAGES[version]),
                 only_binary=True,
                 source_packages=TOOLKIT_SOURCE_PACKAGES,
                 imports=("xgboost", "sklearn", "pandas", "numpy", "scipy", "pyarrow", "sagemaker_training"),
@@ -460,9 +474,21 @@ def default_choice(info: ImageInfo) -> EnvChoice:
             "uv",
             "default",
             python=info.python_version,
-            requirements=(_tensorflow_requirement(version), "sagemaker-training", "boto3"),
+            # what the SageMaker TensorFlow images carry beside TensorFlow (aws/deep-learning-containers
+            # docker/tensorflow/<v>/cpu/pyproject.toml, its "sagemaker" extra)
+            requirements=(
+                _tensorflow_requirement(version),
+                "sagemaker-training",
+                "boto3",
+                "pandas",
+                "scikit-learn",
+                "scipy",
+                "h5py",
+                *IMAGE_COMMON,
+            ),  # fmt: skip
             only_binary=True,
-            source_packages=TOOLKIT_SOURCE_PACKAGES,
+            # TensorFlow 2.x before 2.5 pins termcolor 1.1.0 and wrapt 1.12.1, published as sdists only
+            source_packages=(*TOOLKIT_SOURCE_PACKAGES, "termcolor", "wrapt"),
             imports=("tensorflow", "sagemaker_training"),
             note=f"default for the TensorFlow {version} image",
         )

@@ -5,7 +5,7 @@ Pure functions over strings: no I/O. The facts (repository names, documented Pyt
 SageMaker SDK's ``image_uri_config/*.json`` (sagemaker-core 2.27) and from the container repositories'
 Dockerfiles; each table below names its source.
 
-    >>> info = parse_image_uri("683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3")
+    >>> info = parse_image_uri(f"{account}.dkr.ecr.{region}.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3")
     >>> (info.kind, info.framework, info.framework_version, info.python_version, info.python_source)
     ('framework', 'sklearn', '1.2-1', '3.9', 'documented')
 """
@@ -169,7 +169,7 @@ _PUBLIC_ECR_AWS_ALIASES = ("deep-learning-containers", "sagemaker")  # AWS's own
 @dataclass(frozen=True)
 class ImageInfo:
     uri: str
-    registry: str | None  # host ("683313688378.dkr.ecr.us-east-1.amazonaws.com", "public.ecr.aws", ...)
+    registry: str | None  # host ("<account>.dkr.ecr.<region>.amazonaws.com", "public.ecr.aws", ...)
     account: str | None  # ECR registry account
     region: str | None  # ECR region
     repository: str  # as in the URI, path included ("deep-learning-containers/pytorch-training")

@@ -369,9 +369,20 @@ ALIASES = {"learning_rate": "eta", "min_split_loss": "gamma", "reg_lambda": "lam
 _KIND_WORD = {"int": "an integer", "float": "a number", "tuple": "a tuple", "nested": "a nested list"}
 
 
-def validate_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
-    """The algorithm's checks in its order: aliases, required, parse, range, cross-checks."""
+# Accepted by the images before 1.2-1 (branch 1.0-1, hyperparameter_validation.py; the Projects seed code
+# passes silent=0), removed after: XGBoost deprecated it for verbosity.
+_SILENT = Hyperparameter("silent", "int", Interval(min_closed=0, max_closed=1))
+
+
+def validate_hyperparameters(raw: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    """The algorithm's checks in its order: aliases, required, parse, range, cross-checks (``version``: the
+    image's, e.g. ``1.0-1``; the hyperparameters it accepts differ a little by version)."""
     given = {ALIASES.get(k, k): str(v) for k, v in raw.items()}
+    if "silent" in given and version is not None and _vt(version) < (1, 2):
+        silent = _SILENT.parse(given.pop("silent"))
+        _SILENT.check_range(silent)
+        if silent and "verbosity" not in given:
+            given["verbosity"] = "0"
     for name, hp in HYPERPARAMETERS.items():
         if hp.required and name not in given:
             raise UserError(f"Missing required hyperparameter: {name}")
@@ -1299,7 +1310,8 @@ def run(image: str | None = None, env: dict[str, str] | None = None) -> str | No
     env = dict(os.environ if env is None else env)
     paths = Paths.from_env(env)
     log.info("Running XGBoost Sagemaker in algorithm mode")
-    hps = validate_hyperparameters(_read_json(paths.hyperparameters, "hyperparameters.json"))
+    image_version = framework_version(image) if image else version_for_installed_xgboost()
+    hps = validate_hyperparameters(_read_json(paths.hyperparameters, "hyperparameters.json"), image_version)
     channels = validate_channels(_read_json(paths.inputdataconfig, "inputdataconfig.json"))
     for name, why in (
         ("_kfold", "cross-validation (_kfold)"),

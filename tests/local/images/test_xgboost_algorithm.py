@@ -813,3 +813,11 @@ def test_on_an_images_own_xgboost(tmp_path, python):
     rmse = float(re.match(SERVICE_REGEXES["validation:rmse"], last).group(1))
     mse = float(re.search(r"#011validation-mse:([0-9.e+-]+)", last).group(1))
     assert mse == pytest.approx(rmse**2, rel=1e-3), last  # the algorithm's mse beside XGBoost's rmse
+
+
+def test_silent_is_accepted_by_the_images_that_accepted_it():
+    """The Projects seed code passes silent=0 to the 1.0-1 image; from 1.2-1 on it is extraneous."""
+    assert algo.validate_hyperparameters({"num_round": "5", "silent": "0"}, "1.0-1") == {"num_round": 5}
+    assert algo.validate_hyperparameters({"num_round": "5", "silent": "1"}, "1.0-1")["verbosity"] == 0
+    with pytest.raises(algo.UserError, match="Extraneous hyperparameter found: silent"):
+        algo.validate_hyperparameters({"num_round": "5", "silent": "0"}, "1.7-1")

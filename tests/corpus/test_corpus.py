@@ -1,0 +1,76 @@
+"""The definitions SageMaker users actually have (README.md here: origins, how each was serialized), run with
+``mlops run --definition`` as a new user would: each ends as ``expected.json`` says.
+
+- ``"Succeeded"``: the whole pipeline runs here (its images through their stand-ins, boto3 inside jobs);
+- ``{"refused": TYPE}``: it uses a step type another issue covers; ``--check`` names every blocker, and the
+  run stops before its first step with one line naming a step of that type;
+- ``{"fails": FRAGMENT, "why": ...}``: known not to run on this machine yet, for the reason given; the run
+  must fail with that cause named (and which environment stood in), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlops.cli.main import main
+from mlops.local.state.home import Home
+from tests.local.conftest import bwrap_mode  # noqa: F401  (a fixture)
+
+CORPUS = Path(__file__).resolve().parent
+EXPECTED = json.loads((CORPUS / "expected.json").read_text())
+
+
+def seeded_home(tmp_path: Path, name: str) -> Path:
+    home = tmp_path / "home"
+    shutil.copytree(CORPUS / name / "s3", home / "s3")
+    return home
+
+
+def test_every_entry_has_a_definition_an_origin_and_an_expectation():
+    entries = sorted(p.parent.name for p in CORPUS.glob("*/definition.json"))
+    assert entries == sorted(EXPECTED) and len(entries) >= 10
+    for name in entries:
+        origin = (CORPUS / name / "ORIGIN.md").read_text()
+        assert re.search(r"\b[0-9a-f]{40}\b", origin) and re.search(r"\baws(-samples)?/[\w.-]+", origin), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e == "Succeeded"))
+def test_a_public_pipeline_runs_to_succeeded(name, tmp_path, capsys, bwrap_mode):
+    home = seeded_home(tmp_path, name)
+    code = main(["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)])
+    out = capsys.readouterr()
+    assert code == 0, out.out[-3000:] + out.err[-2000:]
+    [record] = Home.open(home).runs.list()
+    assert record["status"] == "Succeeded"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if isinstance(e, dict) and "refused" in e))
+def test_a_pipeline_with_another_issues_step_type_stops_before_start(name, tmp_path, capsys):
+    step_type = EXPECTED[name]["refused"]
+    definition = CORPUS / name / "definition.json"
+    code = main(["run", "--check", str(definition), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and not doc["runnable"]
+    assert any(f"type {step_type} is not supported" in b for b in doc["blockers"])
+    home = seeded_home(tmp_path, name)
+    code = main(["run", "--definition", str(definition), "--home", str(home)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and f"type {step_type} is not supported" in err
+    assert Home.open(home).runs.list() == []  # nothing started, nothing recorded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if isinstance(e, dict) and "fails" in e))
+def test_a_known_gap_fails_naming_its_cause(name, tmp_path, capsys, bwrap_mode):
+    home = seeded_home(tmp_path, name)
+    code = main(["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)])
+    out = capsys.readouterr()
+    assert code == 1 and "Traceback" not in out.out + out.err
+    [record] = Home.open(home).runs.list()
+    assert record["status"] == "Failed" and EXPECTED[name]["fails"] in record["failure_reason"], record
