@@ -167,19 +167,26 @@ class JobHandler:
         return {}
 
 
+def _image_view(step, section: str, image_key: str):
+    """``(Arguments, Arguments[section], StepView with the image)`` of a job step, whatever their shape."""
+    from mlops.local.check import StepView
+
+    args = step.spec.get("Arguments")
+    args = args if isinstance(args, Mapping) else {}
+    part = args.get(section)
+    part = part if isinstance(part, Mapping) else {}
+    image = part.get(image_key)
+    shown = image if isinstance(image, str) else "" if image is None else "(from an expression)"
+    return args, part, StepView(step.name, step.type, image=shown)
+
+
 class ProcessingHandler(JobHandler):
     kind = "Processing"
 
     def describe(self, step, images):
-        from mlops.local.check import StepView, describe_environment
+        from mlops.local.check import describe_environment
 
-        args = step.spec.get("Arguments") or {}
-        app = args.get("AppSpecification") if isinstance(args, Mapping) else None
-        app = app if isinstance(app, Mapping) else {}
-        image = app.get("ImageUri")
-        view = StepView(
-            step.name, step.type, image=image if isinstance(image, str) else "(from an expression)"
-        )
+        _, app, view = _image_view(step, "AppSpecification", "ImageUri")
         if app.get("ContainerEntrypoint"):
             view.runtime = "the request's ContainerEntrypoint"
             describe_environment(view, images)
@@ -222,18 +229,12 @@ class TrainingHandler(JobHandler):
     kind = "Training"
 
     def describe(self, step, images):
-        from mlops.local.check import StepView, describe_environment
+        from mlops.local.check import describe_environment
         from mlops.local.images.launch import ImageLaunchError, training_launch
 
-        args = step.spec.get("Arguments") or {}
-        algo = args.get("AlgorithmSpecification") if isinstance(args, Mapping) else None
-        algo = algo if isinstance(algo, Mapping) else {}
-        image = algo.get("TrainingImage")
-        view = StepView(
-            step.name, step.type, image=image if isinstance(image, str) else "(from an expression)"
-        )
+        args, algo, view = _image_view(step, "AlgorithmSpecification", "TrainingImage")
         hps = args.get("HyperParameters") if isinstance(args.get("HyperParameters"), Mapping) else {}
-        if not isinstance(image, str | None) or any(not isinstance(v, str) for v in hps.values()):
+        if view.image.startswith("(") or any(not isinstance(v, str) for v in hps.values()):
             view.runtime = "decided at run time (the image or hyperparameters are expressions)"
             return view
         try:

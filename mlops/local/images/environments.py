@@ -432,36 +432,29 @@ def _local_pins(requirements: tuple[str, ...]) -> tuple[str, ...]:
 def default_choice(info: ImageInfo) -> EnvChoice:
     """The built-in default for ``info`` (no rules)."""
     fw, version = info.framework, info.framework_version
-    if info.kind == "framework" and fw == "sklearn":
-        if version in SKLEARN_IMAGES:
-            return EnvChoice(
-                info,
-                "uv",
-                "default",
-                python=info.python_version,
-                requirements=_local_pins(SKLEARN_IMAGES[version]),
-                only_binary=True,
-                source_packages=TOOLKIT_SOURCE_PACKAGES,
-                imports=("sklearn", "pandas", "numpy", "scipy", "pyarrow", "sagemaker_training", "boto3"),
-                note=f"default for the scikit-learn {version} image",
-            )
-        return _fallback(
-            info, f"no default for scikit-learn image {version} (known: {', '.join(SKLEARN_IMAGES)})"
+    pinned = {
+        "sklearn": (
+            SKLEARN_IMAGES,
+            "scikit-learn",
+            ("sklearn", "pandas", "numpy", "scipy", "pyarrow", "boto3"),
+        ),
+        "xgboost": (XGBOOST_IMAGES, "XGBoost", ("xgboost", "sklearn", "pandas", "numpy", "scipy", "pyarrow")),
+    }
+    if info.kind == "framework" and fw in pinned:
+        table, label, imports = pinned[fw]
+        if version not in table:
+            return _fallback(info, f"no default for {label} image {version} (known: {', '.join(table)})")
+        return EnvChoice(
+            info,
+            "uv",
+            "default",
+            python=info.python_version,
+            requirements=_local_pins(table[version]),
+            only_binary=True,
+            source_packages=TOOLKIT_SOURCE_PACKAGES,
+            imports=(*imports, "sagemaker_training"),
+            note=f"default for the {label} {version} image",
         )
-    if info.kind == "framework" and fw == "xgboost":
-        if version in XGBOOST_IMAGES:
-            return EnvChoice(
-                info,
-                "uv",
-                "default",
-                python=info.python_version,
-                requirements=_local_pins(XGBOOST_IMAGES[version]),
-                only_binary=True,
-                source_packages=TOOLKIT_SOURCE_PACKAGES,
-                imports=("xgboost", "sklearn", "pandas", "numpy", "scipy", "pyarrow", "sagemaker_training"),
-                note=f"default for the XGBoost {version} image",
-            )
-        return _fallback(info, f"no default for XGBoost image {version} (known: {', '.join(XGBOOST_IMAGES)})")
     if info.kind == "framework" and fw == "pytorch":
         return _fallback(
             info,
