@@ -419,11 +419,17 @@ IMAGE_COMMON = ("requests",)
 LOCAL_BOTO3_FLOOR = (1, 28, 57)
 
 
-def _local_pins(requirements: tuple[str, ...]) -> tuple[str, ...]:
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+def _local_pins(requirements: tuple[str, ...], python: str | None) -> tuple[str, ...]:
     out = []
+    # boto3 1.28.57 needs Python 3.7: on a 3.6 image the image's boto3 stays (and reaches no local S3 API)
+    floor_ok = python is None or tuple(int(x) for x in python.split(".")[:2]) >= (3, 7)
     for req in requirements:
         name, _, version = req.partition("==")
-        if name == "boto3" and version and tuple(int(x) for x in version.split(".")[:3]) < LOCAL_BOTO3_FLOOR:
+        if name == "boto3" and version and floor_ok and _release(version) < LOCAL_BOTO3_FLOOR:
             req = f"boto3>={'.'.join(map(str, LOCAL_BOTO3_FLOOR))}"
         out.append(req)
     return (*out, *IMAGE_COMMON)
@@ -449,7 +455,7 @@ def default_choice(info: ImageInfo) -> EnvChoice:
             "uv",
             "default",
             python=info.python_version,
-            requirements=_local_pins(table[version]),
+            requirements=_local_pins(table[version], info.python_version),
             only_binary=True,
             source_packages=TOOLKIT_SOURCE_PACKAGES,
             imports=(*imports, "sagemaker_training"),
