@@ -6,6 +6,22 @@
 - ``commands``: the ``mlops endpoints ...`` CLI.
 """
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 # Shared by the server and its supervisor; kept here so the CLI need not import the web stack.
 CANNOT_SERVE = "cannot serve:"
 READY_DIR_ENV = "MLOPS_READY_DIR"
+
+
+@contextlib.contextmanager
+def socket_address(path: str | os.PathLike, base: str | os.PathLike = ".") -> Iterator[str]:
+    """An address for the Unix socket ``path`` (relative to ``base``) that fits ``sun_path`` (107 bytes)
+    whatever the path's length: through its directory's fd, open while the context lasts."""
+    directory, name = os.path.split(os.path.join(base, path))
+    dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{dir_fd}/{name}"
+    finally:
+        os.close(dir_fd)

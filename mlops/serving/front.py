@@ -44,6 +44,7 @@ from pathlib import Path
 
 import httptools
 
+from mlops.serving import socket_address
 from mlops.serving.server import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -138,14 +139,8 @@ class Upstream:
         if self.socket is None:
             _, conn = await loop.create_connection(UpstreamConnection, "127.0.0.1", self.port)
             return conn
-        # Relative to the state dir, through its fd: a socket path of any length (sun_path holds 107 bytes).
-        dir_fd = os.open(self.state_dir or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            _, conn = await loop.create_unix_connection(
-                UpstreamConnection, f"/proc/self/fd/{dir_fd}/{self.socket}"
-            )
-        finally:
-            os.close(dir_fd)
+        with socket_address(self.socket, self.state_dir or ".") as address:  # relative to the state dir
+            _, conn = await loop.create_unix_connection(UpstreamConnection, address)
         return conn
 
     async def forward(self, request: bytes) -> tuple[bytes, bool]:

@@ -46,7 +46,7 @@ from pathlib import Path
 from mlops import isolation
 from mlops.errors import MlopsError
 from mlops.project import TOOLKIT_ROOT
-from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
+from mlops.serving import CANNOT_SERVE, READY_DIR_ENV, socket_address
 
 log = logging.getLogger(__name__)
 
@@ -385,15 +385,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        directory, name = os.path.split(self.path)
-        dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            sock.connect(f"/proc/self/fd/{dir_fd}/{name}")
+            with socket_address(self.path) as address:
+                sock.connect(address)
         except BaseException:
             sock.close()
             raise
-        finally:
-            os.close(dir_fd)
         self.sock = sock
 
 

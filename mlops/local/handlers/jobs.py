@@ -191,10 +191,9 @@ class ProcessingHandler(JobHandler):
             view.runtime = "the request's ContainerEntrypoint"
             describe_environment(view, images)
         else:
-            view.blockers.append(
-                "AppSpecification.ContainerEntrypoint is missing: a processing image's own ENTRYPOINT is not "
-                "known without the image; name the command to run"
-            )
+            from mlops.local.runtime.processing import NO_COMMAND
+
+            view.blockers.append(NO_COMMAND)
         return view
 
     def runner(self):

@@ -86,6 +86,12 @@ def _parse_outputs(request: dict) -> list[dict]:
     return outputs
 
 
+NO_COMMAND = (
+    "AppSpecification.ContainerEntrypoint is missing: a processing image's own ENTRYPOINT is not known "
+    "without the image; name the command to run"
+)
+
+
 def run_processing_job(
     request: dict,
     *,
@@ -107,10 +113,7 @@ def run_processing_job(
     check_host_count(count, "ProcessingResources.ClusterConfig.InstanceCount")
     entrypoint = get(request, "AppSpecification.ContainerEntrypoint", list, None)
     if not entrypoint:
-        raise JobRequestError(
-            "AppSpecification.ContainerEntrypoint is missing: image entrypoints are not run locally, "
-            "name the command to run"
-        )
+        raise JobRequestError(NO_COMMAND)
     argv = [str(a) for a in entrypoint + get(request, "AppSpecification.ContainerArguments", list, [])]
     inputs, outputs = _parse_inputs(request), _parse_outputs(request)
     user_env = {**service_env(services), **get(request, "Environment", dict, {})}

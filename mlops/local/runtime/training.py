@@ -355,15 +355,15 @@ def run_training_job(
     algo = get(request, "AlgorithmSpecification", dict)
     get(algo, "ContainerEntrypoint", list, None, where="AlgorithmSpecification")
     get(algo, "ContainerArguments", list, [], where="AlgorithmSpecification")
-    metrics = MetricParser(get(algo, "MetricDefinitions", list, [], where="AlgorithmSpecification"))
+    definitions = get(algo, "MetricDefinitions", list, [], where="AlgorithmSpecification")
     hps = {k: str(v) for k, v in get(request, "HyperParameters", dict, {}).items()}
     try:
         launch = training_launch(algo, hps)
     except ImageLaunchError as err:
         raise JobRequestError(str(err)) from err
     argv = launch.argv
-    if launch.metric_definitions and not algo.get("MetricDefinitions"):
-        metrics = MetricParser(launch.metric_definitions)
+    # A built-in algorithm's own definitions when the request names none, as SageMaker attaches them.
+    metrics = MetricParser(definitions or launch.metric_definitions)
     channels = parse_channels(request, file_systems)
     rcs = _resource_configs(_instance_groups(request))
     output_path = get(request, "OutputDataConfig.S3OutputPath", str).rstrip("/")
