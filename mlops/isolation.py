@@ -134,11 +134,12 @@ def _symlinked_system_dirs() -> list[str]:
     return [d for d in _SYSTEM_DIRS if os.path.islink(d)]
 
 
-def mount_plan(mounts: list[Mount]) -> list[str]:
+def mount_plan(mounts: list[Mount], root: Path | None = None) -> list[str]:
     """bwrap arguments that build the job's root from what it needs, with ``mounts`` on top.
 
-    The root is bwrap's own tmpfs: the read-only :func:`root_binds`, a fresh /proc, a minimal /dev (plus
-    the GPUs), a private /tmp and a writable ``/root`` ($HOME). A mount point inside a read-only host dir
+    The root is bwrap's own tmpfs, or the host dir ``root`` (a container's writable layer: what the process
+    writes outside its mounts, /tmp included, lands there), with the read-only :func:`root_binds`, a fresh
+    /proc, a minimal /dev (plus the GPUs), a private /tmp and a writable ``/root`` ($HOME). A mount point inside a read-only host dir
     that does not exist there cannot be created, so the deepest existing directory on the way to it is
     "exploded": it becomes a tmpfs and each of its real children is bound back (``/usr/x`` for ``/usr/x/y``).
     """
@@ -184,13 +185,20 @@ def mount_plan(mounts: list[Mount]) -> list[str]:
             raise SandboxError(f"cannot mount {m.target}: {parent} is not a directory on this machine")
         explode.add(parent)
     args: list[str] = []
+    special = dict(_SPECIAL_ROOT)
+    if root is not None:
+        root = Path(root)
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        os.chmod(root / "tmp", 0o1777)
+        args += ["--bind", str(root), "/"]
+        del special["/tmp"]  # the layer's own /tmp, on disk, as a container's is
     for d in _symlinked_system_dirs():  # merged /usr: /bin -> usr/bin
         args += ["--symlink", os.readlink(d), d]
     for source, target in binds:
         if target.startswith("/etc/") or _under(target, "/tmp"):
             continue  # after /etc and /tmp exist
         args += ["--ro-bind", source, target]
-    args += [a for special in _SPECIAL_ROOT.values() for a in special]
+    args += [a for fresh in special.values() for a in fresh]
     args += ["--dir", "/etc", "--dir", HOME_DIR]
     for source, target in binds:
         if target.startswith("/etc/") or _under(target, "/tmp"):

@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or entries():
         code, line, elapsed, home = run_one(name, args.timeout, args.keep, args.check)
         want = expected.get(name)
-        want_text = want if isinstance(want, str) else f"refused {want['refused']}" if want else "?"
+        if isinstance(want, dict):
+            want_text = " ".join(f"{k} {v}" for k, v in want.items() if k in ("refused", "fails"))
+        else:
+            want_text = want or "?"
         results.append({"entry": name, "exit": code, "expected": want_text, "seconds": round(elapsed, 1),
                         "last_line": line, **({"home": home} if args.keep else {})})  # fmt: skip
         print(f"... {name}: exit {code} in {elapsed:.0f} s", file=sys.stderr, flush=True)

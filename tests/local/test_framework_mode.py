@@ -3,12 +3,15 @@ through the real ``sagemaker-training`` toolkit and, on PyTorch images, ``sagema
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import textwrap
 
 import pytest
 
-from mlops.local.runtime import run_training_job
+from mlops.local.aws_standin import LocalAws
+from mlops.local.runtime import run_processing_job, run_training_job
 from tests.local.test_training_job import model_files
 
 PYTORCH = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
@@ -127,3 +130,143 @@ def test_a_scikit_learn_estimator_gets_its_hyperparameters_as_arguments(store, t
     assert res.status == "Completed", res.failure_reason
     got = json.loads(model_files(store, "fw-sk")["args.json"])
     assert got == {"n": 50, "criterion": "gini", "hps": {"n-estimators": 50, "criterion": "gini"}}
+
+
+def _sourcedir(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# A small pure-Python requirement with a dependency of its own, in neither the project's env nor an image's.
+REQUIREMENTS = "# what the entry point imports\npython-slugify==8.0.4\n--prefer-binary\n"
+USES_REQUIREMENT = textwrap.dedent(
+    """
+    import json, os, sys
+    import slugify, text_unidecode
+    out = os.environ.get("SM_MODEL_DIR") or sys.argv[1]
+    with open(os.path.join(out, "req.json"), "w") as f:
+        json.dump({"slug": slugify.slugify("Hello World, Ünïcode"), "file": slugify.__file__}, f)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image", [PYTORCH, SKLEARN], ids=["project-overlay", "uv-env"])
+def test_the_submit_directorys_requirements_are_installed_as_the_toolkit_asks(
+    store, tmp_path, bwrap_mode, image
+):
+    """SDK-style code: ``sagemaker_submit_directory`` an S3 tarball with a requirements.txt; the toolkit's own
+    ``pip install -r requirements.txt`` runs in the job (no index reachable) and finds it satisfied."""
+    store.put_bytes(
+        "s3://b/src/sourcedir.tar.gz",
+        _sourcedir({"train.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
+    )
+    req = framework_request(store, image, "", count=1, hps={})
+    req["HyperParameters"]["sagemaker_submit_directory"] = '"s3://b/src/sourcedir.tar.gz"'
+    req["InputDataConfig"] = []
+    lines = []
+    with LocalAws(tmp_path, "us-east-1") as aws:  # the toolkit downloads the tarball through the S3 API
+        res = run_training_job(
+            req, job_name="fw-req", store=store, job_dir=tmp_path / "j", services=aws,
+            on_log=lambda h, line: lines.append(line),
+        )  # fmt: skip
+    assert res.status == "Completed", res.failure_reason
+    got = json.loads(model_files(store, "fw-req")["req.json"])
+    assert got["slug"] == "hello-world-unicode"
+    log = "\n".join(lines)
+    assert (
+        "installing 1 requirements of requirements.txt of s3://b/src/sourcedir.tar.gz before the job" in log
+    )
+    assert "'--prefer-binary' is left to pip in the job" in log
+    assert "Requirement already satisfied: python-slugify==8.0.4" in log  # the toolkit's pip, in the job
+    assert "Installing dependencies from requirements.txt" in log
+
+
+def _unsatisfiable(store, requirements: str) -> dict:
+    store.put_bytes(
+        "s3://b/src/sourcedir.tar.gz",
+        _sourcedir({"train.py": "print('entry point ran')\n", "requirements.txt": requirements}),
+    )
+    req = framework_request(store, PYTORCH, "", count=1, hps={})
+    req["HyperParameters"]["sagemaker_submit_directory"] = '"s3://b/src/sourcedir.tar.gz"'
+    req["InputDataConfig"] = []
+    return req
+
+
+def test_a_requirement_left_to_pip_in_the_job_fails_there_naming_it(store, tmp_path, bwrap_mode):
+    """A local wheel path cannot be installed before the job: pip in the job, with no index, names it."""
+    req = _unsatisfiable(store, "./wheels/private_pkg-1.0-py3-none-any.whl\n")
+    lines = []
+    with LocalAws(tmp_path, "us-east-1") as aws:
+        res = run_training_job(
+            req, job_name="fw-unsat", store=store, job_dir=tmp_path / "j", services=aws,
+            on_log=lambda h, line: lines.append(line),
+        )  # fmt: skip
+    assert res.status == "Failed"
+    assert res.failure_reason.startswith("InstallRequirementsError"), res.failure_reason
+    assert "private_pkg-1.0-py3-none-any.whl" in res.failure_reason
+    assert "entry point ran" not in "\n".join(lines)
+
+
+def test_a_requirement_not_on_the_index_stops_the_job_before_start(store, tmp_path, bwrap_mode):
+    from mlops.local.runtime import JobRequestError
+
+    req = _unsatisfiable(store, "mlops-no-such-package-zz==1.0\n")
+    with pytest.raises(
+        JobRequestError,
+        match=r"mlops-no-such-package-zz was not found.*\(with requirements.txt of s3://b/src/sourcedir.tar.gz\)",
+    ):
+        run_training_job(req, job_name="fw-unsat", store=store, job_dir=tmp_path / "j")
+
+
+RUNPROC = textwrap.dedent(
+    """\
+    #!/bin/bash
+    cd /opt/ml/processing/input/code/
+    tar -xzf sourcedir.tar.gz
+    set -e
+    if [[ -f 'requirements.txt' ]]; then
+        pip uninstall --yes typing
+        pip install -r requirements.txt
+    fi
+    python3 process.py "$@"
+    """
+)  # what the SDK's FrameworkProcessor generates as its entrypoint (sagemaker.processing, v2)
+
+
+@pytest.mark.slow
+def test_a_framework_processor_installs_its_requirements(store, tmp_path, bwrap_mode):
+    store.put_bytes(
+        "s3://b/proc/sourcedir.tar.gz",
+        _sourcedir({"process.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
+    )
+    store.put_bytes("s3://b/proc/runproc.sh", RUNPROC.encode())
+    req = {
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 30}},
+        "AppSpecification": {
+            "ImageUri": SKLEARN,
+            "ContainerEntrypoint": ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"],
+            "ContainerArguments": ["/opt/ml/processing/output"],
+        },
+        "ProcessingInputs": [
+            {"InputName": "code", "S3Input": {"S3Uri": "s3://b/proc/sourcedir.tar.gz", "LocalPath": "/opt/ml/processing/input/code/",
+                                               "S3DataType": "S3Prefix", "S3InputMode": "File"}},
+            {"InputName": "entrypoint", "S3Input": {"S3Uri": "s3://b/proc/runproc.sh", "LocalPath": "/opt/ml/processing/input/entrypoint",
+                                                     "S3DataType": "S3Prefix", "S3InputMode": "File"}},
+        ],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "o", "S3Output": {"S3Uri": "s3://b/proc-out", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]},
+        "RoleArn": "arn:aws:iam::111122223333:role/x",
+    }  # fmt: skip
+    lines = []
+    res = run_processing_job(
+        req, job_name="fp-1", store=store, job_dir=tmp_path / "p", on_log=lambda h, line: lines.append(line)
+    )
+    assert res.status == "Completed", (res.failure_reason, lines[-20:])
+    assert json.loads(store.path("s3://b/proc-out/req.json").read_text())["slug"] == "hello-world-unicode"
+    assert any("Requirement already satisfied: python-slugify==8.0.4" in line for line in lines)

@@ -53,13 +53,13 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from mlops.errors import MlopsError
-from mlops.local.images.image_uri import ImageInfo, parse_image_uri
+from mlops.local.images.image_uri import BASE_PYTHON, ImageInfo, parse_image_uri
 
 CONFIG_KEY = "local.images"  # where the project's config maps image patterns to environments
 CACHE_ENV = "MLOPS_ENV_CACHE"
@@ -460,6 +460,19 @@ def default_choice(info: ImageInfo) -> EnvChoice:
             source_packages=TOOLKIT_SOURCE_PACKAGES,
             imports=(*imports, "sagemaker_training"),
             note=f"default for the {label} {version} image",
+        )
+    if info.kind == "aws" and BASE_PYTHON.match(info.repository) and info.python_version:
+        # Studio's base Python image: a plain Python with pip and boto3. The SDK's @step jobs run on it and
+        # install the client's SDK from their own requirements (with_requirements).
+        return EnvChoice(
+            info,
+            "uv",
+            "default",
+            python=info.python_version,
+            requirements=("pip", "boto3", *IMAGE_COMMON),
+            only_binary=True,
+            imports=("boto3",),
+            note=f"default for the base Python {info.python_version} image",
         )
     if info.kind == "framework" and fw == "pytorch":
         return _fallback(
@@ -1140,6 +1153,57 @@ def resolve(choice: EnvChoice, dest: Path, *, on_progress: Progress | None = Non
     progress = on_progress or (lambda _line: None)
     _run(cmd, phase="resolving", image=choice.image, cwd=dest, progress=progress, stream=False)
     return read_lock(dest / LOCK_FILE)
+
+
+# -- a job's own requirements.txt ----------------------------------------------------------------------
+
+# What the overlay on the project's environment leaves to it: PyPI's Linux torch wheel is a multi-GB CUDA
+# build and the project's torch stands in for the image's anyway.
+_PROJECT_PROVIDES = ("torch",)
+
+
+def requirements_lines(text: str) -> tuple[list[str], list[str]]:
+    """The requirement specifiers of a ``requirements.txt``, and the lines that cannot be resolved before
+    the job (pip options, includes, editable or local paths: no index and no job files are reachable)."""
+    kept, skipped = [], []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-") or line.startswith((".", "/", "file:")) or "://" in line.split(";")[0]:
+            skipped.append(line)
+        else:
+            kept.append(line)
+    return kept, skipped
+
+
+def with_requirements(choice: EnvChoice, requirements: Sequence[str], source: str) -> EnvChoice:
+    """The environment of ``choice`` once a job's own ``requirements.txt`` (``source``) is installed in it.
+
+    On SageMaker the image's toolkit runs ``pip install -r requirements.txt`` at job start. A job here has
+    no network, so the same install happens before the job, on this machine, with uv: a uv env is resolved
+    again with the job's requirements added (what pip would upgrade, uv upgrades) plus pip itself; the
+    project's environment gets an overlay holding them. Either is cached like any other. In the job the
+    toolkit's own ``pip install`` then finds every requirement satisfied. An interpreter mapped as it is
+    stays as it is: pip in the job says whether it has them.
+    """
+    if not requirements or choice.mode == "interpreter":
+        return choice
+    note = f"{choice.note}; with {source}".lstrip("; ")
+    extra = tuple(r for r in requirements if r not in choice.requirements)
+    if choice.mode == "uv":
+        pip = () if any(_req_name(r) == "pip" for r in choice.requirements + extra) else ("pip",)
+        return replace(choice, requirements=choice.requirements + pip + extra, note=note)
+    if choice.mode == "project":
+        return replace(
+            choice, mode="overlay", requirements=extra, excludes=_PROJECT_PROVIDES, imports=(), note=note
+        )
+    return replace(choice, requirements=choice.requirements + extra, note=note)
+
+
+def _req_name(requirement: str) -> str:
+    m = _REQ_NAME.match(requirement)
+    return _canon(m.group(1)) if m else ""
 
 
 # -- checks and hints ------------------------------------------------------------------------------------

@@ -260,9 +260,15 @@ def parse_image_uri(uri: str) -> ImageInfo:
         return ImageInfo(
             **base, kind="algorithm", algorithm=BUILTIN_ALGORITHMS[name], framework_version=tag, scope=None
         )
+    if m := BASE_PYTHON.match(name):  # Studio's base Python images (the @step default): the name says X.Y
+        py = f"{m.group(1)}.{m.group(2)}"
+        return ImageInfo(**base, kind="aws", python_version=py, python_source="name")
     if name in AWS_REPOSITORIES:
         return ImageInfo(**base, kind="aws")
     return ImageInfo(**base, kind="custom")
+
+
+BASE_PYTHON = re.compile(r"^sagemaker-base-python-(\d)(\d+)$")
 
 
 # -- tags ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import sys
+import tarfile
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -52,9 +53,11 @@ class HostDirs:
     host: str
     root: Path
     ml: Path = field(init=False)
+    layer: Path = field(init=False)  # the container's writable layer, bound at / (discarded after the job)
 
     def __post_init__(self) -> None:
         self.ml = self.root / "ml"
+        self.layer = self.root / "layer"
 
     def container_dir(self, container_path: str) -> Path:
         """The host dir behind a container path: under ``ml`` for ``/opt/ml/...``, else under ``paths/``."""
@@ -101,6 +104,23 @@ def get(request: dict, dotted: str, kind: type | tuple = object, default: Any = 
     return node
 
 
+def volume_bytes(request: dict, dotted: str) -> int | None:
+    """The instance volume's size (``VolumeSizeInGB``, GiB as EBS counts them) in bytes; None when unset."""
+    size = get(request, dotted, int, None)
+    if size is None:
+        return None
+    if size < 1:
+        raise JobRequestError(f"{dotted} = {size} must be >= 1")
+    return size * 2**30
+
+
+def disk_full_reason(what: str, field_name: str) -> str:
+    return (
+        f"ClientError: no space left on the instance's volume: {what} (its input data, /opt/ml, and what "
+        f"it wrote in its own filesystem count); raise {field_name} or write less"
+    )
+
+
 def container_path(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
         raise JobRequestError(f"{field_name} = {value!r} must be an absolute container path without '..'")
@@ -129,7 +149,15 @@ def base_env(extra: dict[str, Any] | None, python: Path | None = None) -> dict[s
         if not isinstance(value, str):
             raise JobRequestError(f"Environment.{key} = {value!r} must be a string")
         env[key] = value
+    for key, value in _PIP_ENV.items():
+        if key not in (extra or {}):
+            env[key] = value
     return env
+
+
+# No package index is reachable from a job: its toolkit's ``pip install -r requirements.txt`` finds what was
+# installed before the job (:func:`stand_in`) and fails at once, naming the package, on anything else.
+_PIP_ENV = {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -356,19 +384,81 @@ class StandIn:
         return f"{reason} ({failure_hint(self.environment)})"
 
 
-def stand_in(image: str, images: Mapping[str, Any] | None, log_paths: list[Path], on_log) -> StandIn:
-    """The environment for ``image`` (built on first use, with its progress in every host's log); raises
-    :class:`JobRequestError` when none can be had (no interpreter of the image's Python, a failed build)."""
-    from mlops.local.images.environments import ImageEnvError, prepare, rules_from_config
+@dataclass
+class JobRequirements:
+    """A job's own ``requirements.txt``: where it was found and what it asks for."""
+
+    source: str  # "requirements.txt of s3://b/code/sourcedir.tar.gz"
+    text: str
+
+
+_REQUIREMENTS_LIMIT = 1 << 20
+
+
+def requirements_at(store: S3Store, uri: str) -> JobRequirements | None:
+    """The ``requirements.txt`` at the top of a code tarball (``sourcedir.tar.gz``) or an S3 prefix, where the
+    toolkits look for it, or the ``.txt`` object ``uri`` itself; None when there is none."""
+    try:
+        if re.search(r"\.(tar\.gz|tgz|tar)$", uri):
+            if not store.exists(uri):
+                return None
+            with tarfile.open(store.path(uri)) as tar:
+                for name in ("requirements.txt", "./requirements.txt"):
+                    try:
+                        member = tar.getmember(name)
+                    except KeyError:
+                        continue
+                    f = tar.extractfile(member) if member.isfile() else None
+                    if f is not None:
+                        text = f.read(_REQUIREMENTS_LIMIT).decode("utf-8", "replace")
+                        return JobRequirements(f"requirements.txt of {uri}", text)
+            return None
+        candidate = uri if uri.endswith(".txt") else uri.rstrip("/") + "/requirements.txt"
+        if store.exists(candidate):
+            return JobRequirements(
+                candidate, store.path(candidate).read_bytes()[:_REQUIREMENTS_LIMIT].decode()
+            )
+    except (OSError, tarfile.TarError, UnicodeDecodeError, S3StoreError):
+        return None  # an unreadable tarball fails in the job itself, where the toolkit unpacks it
+    return None
+
+
+def stand_in(
+    image: str,
+    images: Mapping[str, Any] | None,
+    log_paths: list[Path],
+    on_log,
+    requirements: JobRequirements | None = None,
+) -> StandIn:
+    """The environment for ``image`` (built on first use, with its progress in every host's log), with the
+    job's own ``requirements`` installed in it; raises :class:`JobRequestError` when none can be had (no
+    interpreter of the image's Python, a failed build)."""
+    from mlops.local.images.environments import (
+        ImageEnvError,
+        choose,
+        prepare,
+        requirements_lines,
+        rules_from_config,
+        with_requirements,
+    )
 
     def progress(line: str) -> None:
         for lp in log_paths:
             job_warning(lp, lp.stem, line, on_log, level="INFO")
 
     try:
-        env = prepare(image or "", rules_from_config(images or {}), on_progress=progress)
+        choice = choose(image or "", rules_from_config(images or {}))
+        if requirements is not None:
+            lines, skipped = requirements_lines(requirements.text)
+            for line in skipped:
+                progress(f"{requirements.source}: {line!r} is left to pip in the job (not resolvable here)")
+            if lines:
+                progress(f"installing {len(lines)} requirements of {requirements.source} before the job")
+            choice = with_requirements(choice, lines, requirements.source)
+        env = prepare(choice, on_progress=progress)
     except ImageEnvError as err:
-        raise JobRequestError(str(err)) from err
+        extra = f" (with {requirements.source})" if requirements is not None and choice.builds else ""
+        raise JobRequestError(f"{err}{extra}") from err
     # The project's own environment is in every sandbox's root already.
     own = env.choice.mode == "project"
     mounts = [] if own else [sandbox.Mount(str(p), Path(p), read_only=True) for p in env.prefixes]

@@ -22,17 +22,20 @@ from mlops.local.runtime.common import (
     base_env,
     check_host_count,
     container_path,
+    disk_full_reason,
     failure_reason,
     get,
     host_names,
     job_warning,
     make_host_dirs,
     now,
+    requirements_at,
     s3_objects,
     s3_uri,
     service_env,
     shard,
     stand_in,
+    volume_bytes,
     write_json,
 )
 from mlops.local.s3store import S3Store, S3StoreError
@@ -119,6 +122,7 @@ def run_processing_job(
     user_env = {**service_env(services), **get(request, "Environment", dict, {})}
     base_env(user_env)  # the request's Environment is checked before anything is built
     max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
+    volume = volume_bytes(request, "ProcessingResources.ClusterConfig.VolumeSizeInGB")
 
     job_dir = Path(job_dir)
     hosts = make_host_dirs(job_dir, count)
@@ -131,7 +135,13 @@ def run_processing_job(
         "ProcessingStartTime": started.isoformat(),
     }
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
-    standin = stand_in(get(request, "AppSpecification.ImageUri", str, ""), images, log_paths, on_log)
+    # FrameworkProcessor's runproc.sh unpacks the code input's sourcedir.tar.gz and pip-installs its
+    # requirements.txt: installed here before the job, where an index is reachable.
+    code = next((i["uri"] for i in inputs if i["uri"].endswith("sourcedir.tar.gz")), None)
+    requirements = requirements_at(store, code) if code else None
+    standin = stand_in(
+        get(request, "AppSpecification.ImageUri", str, ""), images, log_paths, on_log, requirements
+    )
     env = base_env(user_env, standin.environment.python)
 
     def finish(status: str, reason: str | None) -> JobResult:
@@ -178,6 +188,7 @@ def run_processing_job(
                 h.host, argv, env, mounts, cwd="/",
                 declared_env=get(request, "Environment", dict, {}).keys(),
                 instance_type=get(request, "ProcessingResources.ClusterConfig.InstanceType", str, None),
+                layer=h.layer, volume=(h.root,), volume_bytes=volume,
             )
         )  # fmt: skip
 
@@ -196,6 +207,10 @@ def run_processing_job(
     if result.timed_out:
         return finish(
             "Failed", f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped"
+        )
+    if result.disk_full:
+        return finish(
+            "Failed", disk_full_reason(result.disk_full, "ProcessingResources.ClusterConfig.VolumeSizeInGB")
         )
     if any(result.exit_codes):
         reason = failure_reason("output/message", hosts, result.exit_codes, result.stderr_tail)

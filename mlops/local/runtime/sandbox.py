@@ -76,6 +76,13 @@ class Instance:
     declared_env: Collection[str] = ()
     # The ``InstanceType``: the job gets its CPU count and memory (:mod:`.instances`); None: the machine's.
     instance_type: str | None = None
+    # The container's writable layer: a host dir of the job's own bound at ``/``, so what the job writes
+    # outside its mounts (its working dir, /tmp, $HOME, new dirs) lands on disk, never in the host's root,
+    # and is discarded when the group ends. None: bwrap's in-memory root.
+    layer: Path | None = None
+    # The instance's volume (``VolumeSizeInGB``): the host dirs that count against it and its size.
+    volume: tuple[Path, ...] = ()
+    volume_bytes: int | None = None
 
 
 @dataclass
@@ -85,6 +92,7 @@ class GroupResult:
     timed_out: bool  # max_runtime elapsed
     stderr_tail: dict[str, list[str]]  # host -> last stderr lines
     mode: str
+    disk_full: str | None = None  # "algo-1 wrote 1.2 GB, over its 1 GB volume": the job was stopped for it
 
 
 @functools.cache
@@ -116,7 +124,8 @@ def path_rewriter(mounts: list[Mount]) -> Callable[[str], str]:
 # runtime set them, never as the executor's own leftovers) ...
 _RUNTIME_ENV = re.compile(
     r"^(SM_\w+|SAGEMAKER_\w+|TRAINING_JOB_\w+|PROCESSING_JOB_\w+|PYTHONPATH|AWS_ENDPOINT_URL\w*"
-    r"|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_DEFAULT_REGION|AWS_REGION)$"
+    r"|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_DEFAULT_REGION|AWS_REGION"
+    r"|PIP_NO_INDEX|PIP_DISABLE_PIP_VERSION_CHECK)$"
 )
 _REGION_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION")
 # ... and the ambient ones an image would have.
@@ -273,6 +282,8 @@ def run_group(
             os.close(w1)
             os.close(w2)
     stopped = timed_out = False
+    disk_full = None
+    volumes = VolumeWatch(instances)
     deadline = time.monotonic() + max_runtime if max_runtime else None
     try:
         while [p.poll() for p in roots].count(None):
@@ -280,7 +291,9 @@ def run_group(
                 stopped = True
             elif deadline is not None and time.monotonic() > deadline:
                 timed_out = True
-            if stopped or timed_out:
+            else:
+                disk_full = volumes.over()
+            if stopped or timed_out or disk_full:
                 _terminate(roots, grace_s)
                 break
             if any(p.returncode for p in roots):
@@ -301,6 +314,11 @@ def run_group(
         for f in log_files:
             with contextlib.suppress(OSError):  # a full disk fails the job, not the cleanup
                 f.close()
+        if disk_full is None and not (stopped or timed_out):
+            disk_full = volumes.over(final=True)  # a job that filled its volume between two counts
+        for inst in instances:
+            if inst.layer is not None:  # a container's layer goes with its container
+                shutil.rmtree(inst.layer, ignore_errors=True)
     codes = launcher.exit_codes(roots, status_path, len(instances))
     if codes is None:
         if not (stopped or timed_out):
@@ -310,7 +328,65 @@ def run_group(
                 f"the job's sandbox supervisor ended ({_exit_words(code)}) before reporting its hosts' exit codes"
             )
         codes = [roots[0].returncode or -signal.SIGKILL] * len(instances)
-    return GroupResult(codes, stopped, timed_out, {h: list(t) for h, t in tails.items()}, mode)
+    return GroupResult(codes, stopped, timed_out, {h: list(t) for h, t in tails.items()}, mode, disk_full)
+
+
+# -- the volume --------------------------------------------------------------------------------------------
+def tree_bytes(root: Path) -> int:
+    """Disk blocks under ``root``, walked without following a link, each inode counted once."""
+    total, seen, todo = 0, set(), [str(root)]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we walked
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1024:.1f} KB"
+
+
+class VolumeWatch:
+    """Counts what each instance wrote against its ``VolumeSizeInGB`` while the job runs.
+
+    A plain host dir has no size limit, so its usage is measured by walking it, at most every second and
+    never more than a twentieth of the time (a job that writes 100k files is not slowed by the count). A
+    job past its volume is stopped, as the full EBS volume would stop it on SageMaker.
+    """
+
+    def __init__(self, instances: list[Instance], min_interval: float = 1.0):
+        self.watched = [i for i in instances if i.volume_bytes is not None and i.volume]
+        self.min_interval = min_interval
+        self.next_at = time.monotonic() + min_interval
+
+    def over(self, final: bool = False) -> str | None:
+        if not self.watched or (time.monotonic() < self.next_at and not final):
+            return None
+        t0 = time.monotonic()
+        found = None
+        for inst in self.watched:
+            used = sum(tree_bytes(d) for d in inst.volume)
+            if used > inst.volume_bytes:
+                found = f"{inst.host} wrote {_size(used)}, over its {_size(inst.volume_bytes)} volume"
+                break
+        spent = time.monotonic() - t0
+        self.next_at = time.monotonic() + max(self.min_interval, 20 * spent)
+        return found
 
 
 # -- launchers ----------------------------------------------------------------------------------------------
@@ -450,7 +526,8 @@ def _start_bwrap(instances, pipes, work_dir: Path, status_path: Path, bridges=()
         for key, value in envs[i].items():
             if shared.get(key) != value or key in _SHELL_ENV:
                 argv += ["--setenv", key, value]
-        argv += ["--hostname", inst.host, *mount_plan(mounts), "--chdir", inst.cwd or "/", "--", *inst.argv]
+        argv += ["--hostname", inst.host, *mount_plan(mounts, root=inst.layer)]
+        argv += ["--chdir", inst.cwd or "/", "--", *inst.argv]
         closes = " ".join(f"{fd}>&-" for fd in all_fds)
         lines.append(f"{shlex.join(argv)} </dev/null >&{w_out} 2>&{w_err} {closes} &")
         lines.append(f"p{i}=$!")
@@ -492,14 +569,19 @@ def _start_direct(instances, pipes, work_dir: Path) -> list[subprocess.Popen]:
     procs = []
     for inst, ((_, w_out), (_, w_err)) in zip(instances, pipes, strict=True):
         rewrite = path_rewriter(inst.mounts)
-        home = work_dir / "home" / inst.host
+        home = (inst.layer / HOME_DIR.lstrip("/")) if inst.layer else work_dir / "home" / inst.host
         home.mkdir(parents=True, exist_ok=True)
         env = job_environment(inst, str(home))
+        cwd = rewrite(inst.cwd) if inst.cwd else None
+        if cwd is not None and cwd == inst.cwd and inst.layer is not None:
+            # an unmapped working dir ("/", the image's) is the job's own layer, never the host's root
+            cwd = str(inst.layer / cwd.lstrip("/"))
+            os.makedirs(cwd, exist_ok=True)
         procs.append(
             subprocess.Popen(
                 [*limits_prefix(inst), *(rewrite(a) for a in inst.argv)],
                 env={k: rewrite(v) for k, v in env.items()},
-                cwd=rewrite(inst.cwd) if inst.cwd else None,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=w_out,
                 stderr=w_err,

@@ -24,26 +24,30 @@ from pathlib import Path
 from typing import Any
 
 from mlops.local import arns
-from mlops.local.images.launch import ImageLaunchError, training_launch
+from mlops.local.images.launch import ImageLaunchError, hyperparameter, training_launch
 from mlops.local.runtime import sandbox
 from mlops.local.runtime.channels import Channel, deliver, parse_channels
 from mlops.local.runtime.common import (
     ML,
     JobRequestError,
+    JobRequirements,
     JobResult,
     LogCallback,
     MetricParser,
     base_env,
     check_host_count,
     container_path,
+    disk_full_reason,
     failure_reason,
     get,
     job_warning,
     make_host_dirs,
     now,
+    requirements_at,
     s3_uri,
     service_env,
     stand_in,
+    volume_bytes,
     write_json,
 )
 from mlops.local.runtime.instances import cpu_count
@@ -144,6 +148,44 @@ class CheckpointSync:
                 finally:
                     os.close(top)
         return copied
+
+
+def _submit_requirements(store: S3Store, hps: dict, channels: list[Channel]) -> JobRequirements | None:
+    """The ``requirements.txt`` of ``sagemaker_submit_directory`` (an S3 tarball or prefix, or a dir of a
+    File channel, as the toolkit accepts), which the image's toolkit installs before the entry point."""
+    submit = hyperparameter(hps, "sagemaker_submit_directory")
+    if not submit:
+        return None
+    if submit.startswith("s3://"):
+        return requirements_at(store, submit)
+    rel = os.path.relpath(submit, f"{ML}/input/data")
+    name, _, rest = rel.partition("/")
+    channel = next((c for c in channels if c.name == name and c.uri and c.data_type == "S3Prefix"), None)
+    if rel.startswith("..") or channel is None:
+        return None
+    return requirements_at(store, f"{channel.uri.rstrip('/')}/{rest}".rstrip("/"))
+
+
+_REMOTE_FUNCTION_DRIVER = "sagemaker_remote_function_bootstrap/job_driver.sh"
+_REMOTE_FUNCTION_DEPENDENCIES = "pre_exec_script_and_dependencies"
+
+
+def _remote_function_requirements(store: S3Store, argv: list[str], channels: list[Channel]):
+    """The dependency file of an SDK remote function (``@remote``, a pipeline's ``@step``), which its job's
+    bootstrap pip-installs from the ``pre_exec_script_and_dependencies`` channel before the function."""
+    if not any(a.endswith(_REMOTE_FUNCTION_DRIVER) for a in argv[:3]):
+        return None
+    settings = {}
+    if "--dependency_settings" in argv[:-1]:
+        try:
+            settings = json.loads(argv[argv.index("--dependency_settings") + 1])
+        except (ValueError, TypeError):
+            return None  # the bootstrap itself says what is wrong with it
+    name = settings.get("dependency_file") if isinstance(settings, dict) else None
+    channel = next((c for c in channels if c.name == _REMOTE_FUNCTION_DEPENDENCIES and c.uri), None)
+    if not isinstance(name, str) or not name.endswith(".txt") or channel is None or "/" in name:
+        return None  # a conda environment.yml is the image's conda's business
+    return requirements_at(store, f"{channel.uri.rstrip('/')}/{name}")
 
 
 def _instance_groups(request: dict) -> list[tuple[str, str, int]]:
@@ -375,14 +417,20 @@ def run_training_job(
         get(request, "CheckpointConfig.LocalPath", str, f"{ML}/checkpoints"), "CheckpointConfig.LocalPath"
     )
     max_runtime = get(request, "StoppingCondition.MaxRuntimeInSeconds", int, None)
+    volume = volume_bytes(request, "ResourceConfig.VolumeSizeInGB")
     user_env = {**service_env(services), **get(request, "Environment", dict, {})}
     num_gpus = _num_gpus()
 
     job_dir = Path(job_dir)
     hosts = make_host_dirs(job_dir, len(rcs))
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    requirements = (
+        _submit_requirements(store, hps, channels)
+        if launch.kind == "framework"
+        else _remote_function_requirements(store, launch.argv, channels)
+    )
     standin = stand_in(get(algo, "TrainingImage", str, "", where="AlgorithmSpecification"), images, log_paths,
-                       on_log)  # fmt: skip
+                       on_log, requirements)  # fmt: skip
     started = now()
     model_uri = f"{output_path}/{job_name}/output/model.tar.gz"
     properties = {
@@ -444,6 +492,7 @@ def run_training_job(
                     h.host, argv, env, mounts, cwd="/",
                     declared_env=get(request, "Environment", dict, {}).keys(),
                     instance_type=rc["current_instance_type"],
+                    layer=h.layer, volume=(h.root,), volume_bytes=volume,
                 )
             )  # fmt: skip
     except (JobRequestError, S3StoreError) as err:
@@ -501,6 +550,8 @@ def run_training_job(
     if result.timed_out:
         reason = f"MaxRuntimeExceeded: the job ran longer than {max_runtime} s and was stopped"
         return finish("Failed", reason, "MaxRuntimeExceeded")
+    if result.disk_full:
+        return finish("Failed", disk_full_reason(result.disk_full, "ResourceConfig.VolumeSizeInGB"), "Failed")
     if any(result.exit_codes):
         reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
         return finish("Failed", reason, "Failed")

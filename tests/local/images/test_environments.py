@@ -474,3 +474,57 @@ def test_a_killed_build_leaves_no_env(tmp_path, phase):
     result = _result(out)
     assert result["built"] and (Path(result["path"]) / META).is_file()
     assert not list(cache.glob(".build-*"))  # the next builder cleared the leftovers
+
+
+# -- a job's own requirements.txt and the base Python images ----------------------------------------------
+BASE_PYTHON = "081325390199.dkr.ecr.us-east-1.amazonaws.com/sagemaker-base-python-310:1.0"
+
+
+def test_the_base_python_image_gets_its_python_with_pip_and_boto3():
+    choice = choose(BASE_PYTHON)
+    assert (choice.mode, choice.origin, choice.python) == ("uv", "default", "3.10")
+    assert {"pip", "boto3"} <= set(choice.requirements)
+    assert choice.note == "default for the base Python 3.10 image"
+
+
+def test_requirements_lines_keep_specifiers_and_leave_the_rest_to_pip():
+    text = textwrap.dedent(
+        """\
+        # comment
+        sagemaker>=v2.211.0,<3
+        pandas>=2.0.0  # why
+        --extra-index-url https://example.invalid/simple
+        -r other.txt
+        -e .
+        ./wheels/pkg-1.0-py3-none-any.whl
+        git+https://github.com/org/repo.git
+        numpy ; python_version >= "3.8"
+        """
+    )
+    kept, skipped = envs.requirements_lines(text)
+    assert kept == ["sagemaker>=v2.211.0,<3", "pandas>=2.0.0", 'numpy ; python_version >= "3.8"']
+    assert skipped == [
+        "--extra-index-url https://example.invalid/simple", "-r other.txt", "-e .",
+        "./wheels/pkg-1.0-py3-none-any.whl", "git+https://github.com/org/repo.git",
+    ]  # fmt: skip
+
+
+def test_with_requirements_per_mode():
+    uv = envs.with_requirements(
+        choose(SKLEARN), ["python-slugify==8.0.4"], "requirements.txt of s3://b/x.tar.gz"
+    )
+    base = choose(SKLEARN)
+    assert uv.mode == "uv" and uv.requirements == (*base.requirements, "pip", "python-slugify==8.0.4")
+    assert uv.note.endswith("with requirements.txt of s3://b/x.tar.gz")
+    assert envs.cache_key(uv) != envs.cache_key(base)  # its own cached env, never the image's default one
+    # the project's environment (a PyTorch image): an overlay that leaves torch to the project
+    overlay = envs.with_requirements(choose(f"{DLC}/pytorch-training:2.5-cpu-py311"), ["slugify"], "r.txt")
+    assert (overlay.mode, overlay.requirements, overlay.excludes) == ("overlay", ("slugify",), ("torch",))
+    # an interpreter mapped as it is stays as it is; no requirements change nothing
+    rule = ImageEnvRule("custom:*", python=sys.executable)
+    mapped = choose("custom:1", [rule])
+    assert envs.with_requirements(mapped, ["x"], "r.txt") is mapped
+    assert envs.with_requirements(base, [], "r.txt") is base
+    # pip is not added twice
+    again = envs.with_requirements(choose(BASE_PYTHON), ["pip>=23"], "r.txt")
+    assert [r for r in again.requirements if r.startswith("pip")] == ["pip", "pip>=23"]

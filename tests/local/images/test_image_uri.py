@@ -290,3 +290,12 @@ def test_sdk_retrieve_round_trip():
     for algorithm in ("linear-learner", "kmeans", "blazingtext", "object-detection", "xgboost"):
         info = parse_image_uri(image_uris.retrieve(framework=algorithm, region="us-east-1", version="1"))
         assert (info.kind, info.algorithm) == ("algorithm", algorithm)
+
+
+def test_studio_base_python_images_name_their_python():
+    info = parse_image_uri("081325390199.dkr.ecr.us-east-1.amazonaws.com/sagemaker-base-python-310:1.0")
+    assert (info.kind, info.python_version, info.python_source) == ("aws", "3.10", "name")
+    assert (
+        parse_image_uri("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/sagemaker-base-python-310:1").kind
+        == "custom"
+    )
