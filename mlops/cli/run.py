@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--definition or the project's compile)",
     )  # fmt: skip
     run.add_argument("--json", action="store_true", help="with --check: print the check as JSON")
+    run.add_argument(
+        "--images", type=Path, metavar="FILE.yaml",
+        help="which environment stands in for which image, as config local.images writes it (pattern: "
+        "project | /path/to/python | [requirements] | {python, requirements}); ahead of the project's own",
+    )  # fmt: skip
     add_home(run)
     run.set_defaults(func=cmd_run)
 
@@ -96,6 +101,27 @@ def read_definition(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_images(path: Path) -> dict[str, Any]:
+    """``--images FILE``: a mapping in config ``local.images``'s form, checked as the config is."""
+    import yaml
+
+    from mlops.local.images.environments import ImageEnvError, rules_from_config
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DefinitionError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise DefinitionError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path}: expected a mapping of image patterns (as config local.images)")
+    try:
+        rules_from_config(data)
+    except ImageEnvError as err:
+        raise DefinitionError(f"{path}: {err}") from None
+    return data
+
+
 def cmd_run(args: Invocation) -> int:
     from mlops.cli.progress import RunProgress
     from mlops.definition.parameters import parse_assignments
@@ -109,21 +135,25 @@ def cmd_run(args: Invocation) -> int:
         if args.definition or args.env:
             raise DefinitionError("--check FILE.json names the definition: give no --definition or --env")
         args.definition = Path(args.check)
+    extra_images = read_images(args.images) if args.images else {}
     if args.definition:
         settings: dict[str, Any] = {
             "definition": read_definition(args.definition),
             "pipeline_name": args.definition.stem,
+            # inside a project its image table applies to any definition, as to its own
+            "images": dict(args.config.local.images) if args.optional_project else {},
         }
     else:
         key = args.pipeline or args.project.declaration.default_pipeline
         settings = prepare_project_run(args, key, console)
+    settings["images"] = {**extra_images, **settings["images"]}  # the file's rules match first
     definition = settings.pop("definition")
     if args.name:
         settings["pipeline_name"] = args.name
     if args.max_parallel:
         settings["max_parallel"] = args.max_parallel
     if args.check:
-        return report_check(definition, console, as_json=args.json)
+        return report_check(definition, console, as_json=args.json, images=settings["images"])
     options = RunOptions(params=params, resume=args.resume, use_cache=not args.no_cache, **settings)
     with RunProgress(console, show_logs=args.logs) as progress:
         record = run_definition(definition, home=args.local_home, options=options, on_event=progress)
@@ -138,14 +168,16 @@ def cmd_run(args: Invocation) -> int:
     return 130 if record.status == "Stopped" else 1
 
 
-def report_check(definition: dict[str, Any], console, *, as_json: bool) -> int:
+def report_check(
+    definition: dict[str, Any], console, *, as_json: bool, images: dict[str, Any] | None = None
+) -> int:
     """``mlops run --check``: what would serve each step, and every blocker; exit 1 if any."""
     from rich.table import Table
 
     from mlops.cli.console import print_json
     from mlops.local.check import check
 
-    result = check(definition)
+    result = check(definition, images)
     if as_json:
         print_json({"runnable": result.runnable, "blockers": result.blockers,
                     "steps": [v.to_json() for v in result.steps]})  # fmt: skip

@@ -23,6 +23,8 @@ from tests.local.conftest import bwrap_mode  # noqa: F401  (a fixture)
 
 CORPUS = Path(__file__).resolve().parent
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
+# The image table its user writes after the first run's failure hint (``mlops run --images``).
+IMAGES = "images.yaml"
 
 
 def seeded_home(tmp_path: Path, name: str) -> Path:
@@ -43,7 +45,10 @@ def test_every_entry_has_a_definition_an_origin_and_an_expectation():
 @pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e == "Succeeded"))
 def test_a_public_pipeline_runs_to_succeeded(name, tmp_path, capsys, bwrap_mode):
     home = seeded_home(tmp_path, name)
-    code = main(["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)])
+    command = ["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)]
+    if (CORPUS / name / IMAGES).exists():
+        command += ["--images", str(CORPUS / name / IMAGES)]
+    code = main(command)
     out = capsys.readouterr()
     assert code == 0, out.out[-3000:] + out.err[-2000:]
     [record] = Home.open(home).runs.list()
@@ -74,3 +79,17 @@ def test_a_known_gap_fails_naming_its_cause(name, tmp_path, capsys, bwrap_mode):
     assert code == 1 and "Traceback" not in out.out + out.err
     [record] = Home.open(home).runs.list()
     assert record["status"] == "Failed" and EXPECTED[name]["fails"] in record["failure_reason"], record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in CORPUS.glob(f"*/{IMAGES}")))
+def test_without_its_image_table_the_failure_names_the_stand_in(name, tmp_path, capsys, bwrap_mode):
+    """What leads its user to the table: the import error, which environment stood in, how to map it."""
+    home = seeded_home(tmp_path, name)
+    code = main(["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)])
+    out = capsys.readouterr()
+    assert code == 1 and "Traceback" not in out.out + out.err
+    [record] = Home.open(home).runs.list()
+    reason = record["failure_reason"]
+    assert record["status"] == "Failed" and "No module named 'torchvision'" in reason, reason
+    assert "stood in for it" in reason and "local.images" in reason, reason

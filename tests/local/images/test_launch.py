@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -134,3 +135,30 @@ def test_check_as_json_and_run_refuses_on_the_first_blocker(mixed_definition, tm
     err = capsys.readouterr().err
     assert code != 0
     assert "step KMeans: built-in algorithm 'kmeans'" in err and "(and 2 more: see mlops run --check)" in err
+
+
+def test_check_shows_the_environment_an_images_file_maps(mixed_definition, tmp_path, capsys):
+    images = tmp_path / "images.yaml"
+    images.write_text(f'"pytorch-training:2.5*": {{python: "{sys.executable}"}}\n')
+    code = main(["run", "--check", str(mixed_definition), "--json", "--images", str(images)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1
+    framework = next(s for s in doc["steps"] if s["name"] == "Framework")
+    assert f"interpreter {sys.executable}" in framework["environment"], framework
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[1, 2]", "expected a mapping of image patterns"),
+        ('"a*": 3.10\n', "write the Python version as a string"),
+        ('"a*": {pyhton: "3.10"}\n', "unknown keys ['pyhton']"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_images_file_is_one_line_naming_it(mixed_definition, tmp_path, capsys, text, words):
+    images = tmp_path / "images.yaml"
+    images.write_text(text)
+    code = main(["run", "--check", str(mixed_definition), "--images", str(images)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(images) in err and words in err, err
