@@ -110,7 +110,8 @@ def test_a_failing_rank_in_framework_mode_names_its_error(store, tmp_path, bwrap
     assert res.failure_reason.startswith("ValueError: no rows in shard 1"), res.failure_reason
 
 
-def test_a_scikit_learn_estimator_gets_its_hyperparameters_as_arguments(store, tmp_path, bwrap_mode):
+def test_a_scikit_learn_estimator_gets_its_hyperparameters_as_arguments(store, tmp_path, mode):
+    """In both sandbox modes: without namespaces the submit directory's container path is mapped too."""
     script = textwrap.dedent(
         """
         import argparse, json, os

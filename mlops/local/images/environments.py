@@ -450,12 +450,18 @@ def default_choice(info: ImageInfo) -> EnvChoice:
         table, label, imports = pinned[fw]
         if version not in table:
             return _fallback(info, f"no default for {label} image {version} (known: {', '.join(table)})")
+        python, stands_in = info.python_version, ""
+        if fw == "xgboost" and python and _minor_tuple(python) < ALGORITHM_MIN_PYTHON:
+            # the built-in algorithm's stand-in (xgboost_algorithm.py) needs 3.7; the image's pins install there
+            python = ".".join(map(str, ALGORITHM_MIN_PYTHON))
+            stands_in = f"Python {python} for the image's {info.python_version}"
         return EnvChoice(
             info,
             "uv",
             "default",
-            python=info.python_version,
-            requirements=_local_pins(table[version], info.python_version),
+            python=python,
+            stands_in=stands_in,
+            requirements=_local_pins(table[version], python),
             only_binary=True,
             source_packages=TOOLKIT_SOURCE_PACKAGES,
             imports=(*imports, "sagemaker_training"),
@@ -550,6 +556,13 @@ def _tensorflow_requirement(version: str) -> str:
     except (ValueError, IndexError):
         cpu = True
     return f"{'tensorflow-cpu' if cpu else 'tensorflow'}=={minor}.*"
+
+
+ALGORITHM_MIN_PYTHON = (3, 7)
+
+
+def _minor_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".")[:2])
 
 
 def _stands_in(package: str, image_version: str | None) -> str:

@@ -459,6 +459,7 @@ def run_training_job(
         return JobResult(status, reason, properties, dict(metrics.values), log_paths, job_dir)
 
     instances, feeders = [], []
+    mode = sandbox.sandbox_mode()
     try:
         for index, (h, rc) in enumerate(zip(hosts, rcs, strict=True)):
             for sub in ("model", "output/data", "output/intermediate", "input/config", "code"):
@@ -470,7 +471,6 @@ def run_training_job(
             extra_mounts, pipes = deliver(channels, store, h.ml, index, len(hosts))
             feeders += pipes
             cfg = h.ml / "input" / "config"
-            write_json(cfg / "hyperparameters.json", hps)
             write_json(cfg / "resourceconfig.json", rc)
             write_json(cfg / "inputdataconfig.json", {c.name: c.config for c in channels})
             env = base_env(
@@ -483,10 +483,18 @@ def run_training_job(
                 standin.environment.python,
             )
             env.update({k: v for k, v in launch.env.items() if k not in user_env})
+            if mode == sandbox.NONE and launch.kind == "framework":
+                # no /etc/hosts of the job's own: algo-N never resolves, and the toolkit would wait 15 min for
+                # it; its switch for the SDK's local mode skips that wait
+                env.setdefault("SM_STUDIO_LOCAL_MODE", "true")
             mounts = [sandbox.Mount(ML, h.ml), *extra_mounts, *standin.mounts]
             mounts += [sandbox.Mount(target, source, read_only=True) for target, source in launch.mounts]
             if not ckpt_local.startswith(ML + "/"):
                 mounts.append(sandbox.Mount(ckpt_local, ckpt_dir))
+            # Without namespaces a container path in a hyperparameter (sagemaker_submit_directory: the code
+            # channel's /opt/ml/input/data/code) is mapped like one in an argument, for the toolkit reads it.
+            rewrite = sandbox.path_rewriter(mounts) if mode == sandbox.NONE else str
+            write_json(cfg / "hyperparameters.json", {k: rewrite(v) for k, v in hps.items()})
             instances.append(
                 sandbox.Instance(
                     h.host, argv, env, mounts, cwd="/",

@@ -821,3 +821,40 @@ def test_silent_is_accepted_by_the_images_that_accepted_it():
     assert algo.validate_hyperparameters({"num_round": "5", "silent": "1"}, "1.0-1")["verbosity"] == 0
     with pytest.raises(algo.UserError, match="Extraneous hyperparameter found: silent"):
         algo.validate_hyperparameters({"num_round": "5", "silent": "0"}, "1.7-1")
+
+
+@pytest.mark.slow
+def test_the_python_3_6_image_runs_in_algorithm_mode_on_its_own_pins(store, tmp_path, bwrap_mode):
+    """0.90-2 ships Python 3.6, where the algorithm's stand-in cannot run: its pins (xgboost 0.90, pandas 1.0)
+    install on 3.7 instead, the job says so, and the model is the pickled Booster that version writes."""
+    from mlops.local.images.environments import choose
+    from mlops.local.runtime import run_training_job
+
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:0.90-2-cpu-py3"
+    assert choose(image).stands_in == "Python 3.7 for the image's 3.6"
+    y, x = regression(n=120)
+    store.put_bytes("s3://b/data/train/train.csv", csv_text(y, x).encode())
+    request = {
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+        "HyperParameters": {"num_round": "5", "max_depth": "3", "objective": "reg:linear"},
+        "InputDataConfig": [{
+            "ChannelName": "train", "ContentType": "text/csv",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/data/train"}},
+        }],
+        "OutputDataConfig": {"S3OutputPath": "s3://b/models"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 300},
+        "RoleArn": "arn:aws:iam::123456789012:role/x",
+    }  # fmt: skip
+    lines = []
+    res = run_training_job(
+        request, job_name="x-090", store=store, job_dir=tmp_path / "j",
+        on_log=lambda host, line: lines.append(line),
+    )  # fmt: skip
+    assert res.status == "Completed", (res.failure_reason, lines[-15:])
+    log = "\n".join(lines)
+    assert "xgboost 0.90" in log and "train:rmse" in res.metrics, log[-3000:]
+    with tarfile.open(store.path("s3://b/models/x-090/output/model.tar.gz")) as tar:
+        assert tar.getnames() == ["xgboost-model"]
+        blob = tar.extractfile("xgboost-model").read()
+    assert blob[:2] == b"\x80\x03" or blob[:1] == b"\x80"  # a pickle, as 0.90 writes it
