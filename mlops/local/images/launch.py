@@ -6,8 +6,9 @@ Locally there is no image, so the entrypoint is the one the image would run:
 - **framework mode** (the request's hyperparameters name ``sagemaker_program``: every framework estimator,
   v2 and v3): the real ``sagemaker-training`` toolkit's ``train`` (``sagemaker_training.cli.train``), with
   ``SAGEMAKER_TRAINING_MODULE`` set as the framework's image sets it (PyTorch and Hugging Face images use
-  ``sagemaker_pytorch_container.training:main``, which honours ``torch_distributed``, ``pytorch_ddp``,
-  smdataparallel and MPI). The toolkit downloads ``sagemaker_submit_directory`` through the S3 API,
+  ``sagemaker_pytorch_container.training:main``, which honours ``torch_distributed``; the distributions
+  that launch through mpirun and sshd on every host, MPI, ``pytorchddp``, smdataparallel and XLA, are
+  refused before start, naming the hyperparameter). The toolkit downloads ``sagemaker_submit_directory`` through the S3 API,
   installs its ``requirements.txt`` and runs the entry point with the hyperparameters as arguments, as in
   the image;
 - **built-in XGBoost** (``sagemaker-xgboost`` without ``sagemaker_program``): algorithm mode on the
@@ -33,6 +34,16 @@ _XGBOOST_ALGORITHM = Path(__file__).with_name("xgboost_algorithm.py")
 _TRAINING_MODULES = {
     "pytorch": "sagemaker_pytorch_container.training:main",
     "huggingface": "sagemaker_pytorch_container.training:main",
+}
+
+
+# Distributions whose launcher is mpirun over sshd between hosts (sagemaker-pytorch-training's runner
+# types MPI and SMDataParallel, the XLA one on Trainium): the hyperparameter the SDK sets -> its name.
+_NEEDS_MPI = {
+    "sagemaker_mpi_enabled": "distribution mpi",
+    "sagemaker_pytorch_ddp_enabled": "distribution pytorchddp",
+    "sagemaker_distributed_dataparallel_enabled": "distribution smdistributed dataparallel",
+    "sagemaker_pytorch_xla_multi_worker_enabled": "distribution pytorchxla",
 }
 
 
@@ -86,6 +97,13 @@ def training_launch(algorithm_spec: dict, hps: dict[str, str]) -> Launch:
     info = image_uri.parse_image_uri(image)
     program = hyperparameter(hps, "sagemaker_program")
     if program:
+        refused = [name for name in _NEEDS_MPI if hyperparameter(hps, name) in ("true", "True", True)]
+        if refused:
+            raise ImageLaunchError(
+                f"HyperParameters.{refused[0]}: {_NEEDS_MPI[refused[0]]} does not run locally (it launches through "
+                "mpirun and sshd on every host, which these sandboxes do not have); use torch_distributed "
+                "(torchrun), which runs across InstanceCount hosts here"
+            )
         # The toolkit's base dir: /opt/ml in a sandbox; rewritten to the host's dir without one (mapped paths).
         env = {"SAGEMAKER_BASE_DIR": "/opt/ml"}
         module = _TRAINING_MODULES.get(info.base_framework or info.framework or "")

@@ -162,3 +162,24 @@ def test_a_bad_images_file_is_one_line_naming_it(mixed_definition, tmp_path, cap
     code = main(["run", "--check", str(mixed_definition), "--images", str(images)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(images) in err and words in err, err
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("sagemaker_mpi_enabled", "distribution mpi"),
+        ("sagemaker_pytorch_ddp_enabled", "distribution pytorchddp"),
+        ("sagemaker_distributed_dataparallel_enabled", "distribution smdistributed dataparallel"),
+        ("sagemaker_pytorch_xla_multi_worker_enabled", "distribution pytorchxla"),
+    ],
+)
+def test_distributions_that_need_mpirun_and_sshd_are_refused_naming_them(name, words):
+    spec = {"TrainingImage": f"{DLC}/pytorch-training:2.5-cpu-py311", "TrainingInputMode": "File"}
+    hps = {"sagemaker_program": '"train.py"', name: "true"}
+    with pytest.raises(
+        ImageLaunchError, match=rf"HyperParameters.{name}: {words} does not run locally"
+    ) as err:
+        training_launch(spec, hps)
+    assert "torch_distributed" in str(err.value)
+    hps[name] = "false"
+    assert training_launch(spec, hps).kind == "framework"
