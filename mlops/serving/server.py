@@ -44,7 +44,8 @@ from mlops.serving import CANNOT_SERVE, READY_DIR_ENV
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints reject bodies over 6 MB
+# SageMaker real-time endpoints reject bodies over 6 MB; a transform's container is told its MaxPayloadInMB.
+MAX_PAYLOAD_BYTES = int(os.environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB") or 6) * 1024 * 1024
 SUPPORTED_CONTENT_TYPES = ("application/json", "text/csv")
 # Bodies this large are decoded and predicted in a worker thread so /ping keeps answering meanwhile;
 # small ones run inline because a thread hop costs more than a single-row forward pass.

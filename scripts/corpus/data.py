@@ -49,15 +49,18 @@ def abalone(path: Path, n: int = 300, seed: int = 4177) -> None:
 
 
 def abalone_batch(path: Path, n: int = 100, seed: int = 4178) -> None:
-    """Headerless CSV of 10 numeric features, no label: what the model trained on preprocess.py's output
-    (7 standardized measurements, then sex one-hot encoded as F, I, M) takes for batch inference."""
+    """10 features per line in libsvm form, no label: what the model trained on preprocess.py's output (7
+    standardized measurements, then sex one-hot encoded as F, I, M) takes for batch inference. libsvm
+    because the notebook's TransformInput names no ContentType, and the XGBoost container reads a request
+    without one as libsvm (sagemaker_xgboost_container data_utils.get_content_type); indices 0-9 are the
+    CSV-trained model's feature columns."""
     rng = _rng(seed)
     lines = []
     for _ in range(n):
         numeric = [round(float(v), 6) for v in rng.normal(0.0, 1.0, size=7)]
         onehot = [0.0, 0.0, 0.0]
         onehot[int(rng.integers(0, 3))] = 1.0
-        lines.append(",".join(str(v) for v in numeric + onehot) + "\n")
+        lines.append(" ".join(f"{i}:{v}" for i, v in enumerate(numeric + onehot)) + "\n")
     _write(path, "".join(lines))
 
 

@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "CreateModel": "mlops.local.handlers.model:ModelHandler",
     "EndpointConfig": "mlops.local.handlers.endpoint_config:EndpointConfigHandler",
     "Endpoint": "mlops.local.handlers.endpoint:EndpointHandler",
+    "Transform": "mlops.local.handlers.transform:TransformHandler",
 }
 _REGISTERED: dict[str, StepHandler] = {}
 

@@ -36,6 +36,10 @@ class JobHandler:
     def runner(self):
         raise NotImplementedError
 
+    def runner_for(self, execution):
+        """The runner, given what of the execution it needs beyond the request (a transform: its model)."""
+        return self.runner()
+
     def run(self, step, execution) -> Outcome:
         name = job_name(execution.execution_id, step.name)
         request = resolve(step.arguments, execution.context(name))
@@ -96,7 +100,7 @@ class JobHandler:
         :class:`RuntimeFault` (the local runtime's own infrastructure) is retried: a job's own error, a
         request the runtime refuses and an OSError from the job's input fail the step with one line.
         """
-        runner = self.runner()
+        runner = self.runner_for(execution)
         policies = step.spec.get("RetryPolicies") or []
         first_try = time.monotonic()
         attempt = int(getattr(execution, "previous_attempts", {}).get(step.name) or 0)

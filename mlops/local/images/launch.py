@@ -137,3 +137,50 @@ def training_launch(algorithm_spec: dict, hps: dict[str, str]) -> Launch:
         "a framework image run with a sagemaker_program hyperparameter nor built-in XGBoost: its own "
         "ENTRYPOINT is not known without the image; name the command to run"
     )
+
+
+# -- serving (transform jobs) -------------------------------------------------------------------------------
+# Where a serving container's host-facing socket lives: the one dir it shares with this machine.
+SERVING_RUN_DIR = "/opt/mlops/run"
+SERVING_SOCKET = f"{SERVING_RUN_DIR}/server.sock"
+SERVING_PORT = 8080
+_TOOLKIT_ROOT = Path(__file__).resolve().parents[3]  # the dir holding the ``mlops`` package
+
+
+def serving_launch(container: dict, model_dir: Path) -> Launch:
+    """What a model's serving container runs, from its CreateModel container and its unpacked model data.
+
+    - built-in XGBoost (``sagemaker-xgboost`` without ``SAGEMAKER_PROGRAM``): the algorithm's ``serve`` mode;
+    - a model whose data holds ``code/inference.py`` (the PyTorch serving handlers, as this project's model
+      packages do): the toolkit's model server, which implements that handler contract;
+    - anything else is refused, naming the image.
+    Both listen on 8080 in their own network and on :data:`SERVING_SOCKET`, which the host posts to.
+    """
+    image = str(container.get("Image") or "")
+    env = container.get("Environment") or {}
+    info = image_uri.parse_image_uri(image)
+    if info.algorithm == "xgboost" and not env.get("SAGEMAKER_PROGRAM"):
+        script = f"{TOOLKIT_IN_JOB}/{_XGBOOST_ALGORITHM.name}"
+        return Launch(
+            "algorithm",
+            ["python3", script, "serve", "--image", image],
+            {"MLOPS_SERVING_SOCKET": SERVING_SOCKET, "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
+            mounts=[(script, _XGBOOST_ALGORITHM)],
+            description=f"built-in XGBoost {info.framework_version or ''} serving".replace("  ", " "),
+        )
+    if (Path(model_dir) / "code" / "inference.py").is_file():
+        toolkit = "/opt/mlops/mlops"
+        return Launch(
+            "handlers",
+            [
+                "python3", "-m", "mlops.serving.server", "--model-dir", "/opt/ml/model", "--host", "0.0.0.0",
+                "--uds", SERVING_SOCKET, "--workers", "1",
+            ],  # fmt: skip
+            {"PYTHONPATH": "/opt/mlops", "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
+            mounts=[(toolkit, _TOOLKIT_ROOT / "mlops")],
+            description="the model's code/inference.py handlers (model_fn, input_fn, predict_fn, output_fn)",
+        )
+    raise ImageLaunchError(
+        f"model image {info.name or '(none)'}: no local serving runtime for it (built-in XGBoost, or model "
+        "data with code/inference.py, are served locally); run this transform on SageMaker"
+    )

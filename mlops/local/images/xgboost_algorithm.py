@@ -1,8 +1,9 @@
 """SageMaker's built-in XGBoost algorithm (algorithm mode) on the ``xgboost`` PyPI package.
 
-Run inside a training job as the image's own entrypoint would be::
+Run inside a training job, or a serving container, as the image's own entrypoint would be::
 
     python -m mlops.local.images.xgboost_algorithm train [--image IMAGE_URI_OR_TAG]
+    python3 xgboost_algorithm.py serve [--image IMAGE_URI_OR_TAG]
 
 It reads the SageMaker container contract (``/opt/ml/input/config/{hyperparameters,inputdataconfig,
 resourceconfig}.json``, ``/opt/ml/input/data/<channel>/``), trains with ``xgboost.train`` and writes
@@ -74,7 +75,48 @@ host, port 9099), a host without data leaves (exit 0), and the rest train as one
 (port 9100, ranks in host order); metric lines come from the group's first host, which writes the model.
 
 Not here: Pipe mode, recordio-protobuf input, ``_kfold`` cross-validation, Dask GPU training, checkpoint
-resume, SageMaker Debugger, and serving (``serve``); each is refused with one line.
+resume and SageMaker Debugger; each is refused with one line.
+
+``serve`` (:func:`serve`) answers SageMaker's serving contract as the image's algorithm-mode app does
+(``algorithm_mode/serve.py``, a Flask app under gunicorn, and ``serve_utils.py``, ``encoder.py``,
+``data_utils.py``; the response encoders are sagemaker-containers 2.8.6.post2's ``_encoders.py``, the
+version the 1.7-1 image pins), on the standard library's threaded HTTP/1.1 server:
+
+* Environment: the model dir is ``SM_MODEL_DIR`` (default ``/opt/ml/model``); TCP on ``0.0.0.0`` port
+  ``SAGEMAKER_BIND_TO_PORT`` (default 8080), and also the Unix socket ``MLOPS_SERVING_SOCKET`` names when set
+  (a stale socket file there is replaced; the file is removed on exit). ``SAGEMAKER_MODEL_SERVER_WORKERS`` and
+  ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` size gunicorn in the image and are ignored. ``SIGTERM`` stops serving and
+  exits 0. Logs (one line per invocation, none for ``/ping``) go to stderr; nothing is written to disk.
+* The model: every regular file of the model dir but dotfiles; with ``SAGEMAKER_INFERENCE_ENSEMBLE`` (default
+  ``true``, 1.2-1 and earlier: one file) more than one file is an ensemble whose predictions are averaged
+  (voted for ``multi:softmax`` / ``binary:hinge``), else the one file (``xgboost-model`` when there). Each file
+  loads as a pickled Booster or with ``Booster.load_model``, trying the image version's format first (the
+  container tries pickle first). No loadable model: one line on stderr, exit 1 (gunicorn's worker exits).
+* ``GET /ping`` 200 once the model is loaded; ``GET /execution-parameters`` (MaxConcurrentTransforms,
+  BatchStrategy MULTI_RECORD, MaxPayloadInMB from ``MAX_CONTENT_LENGTH``, default 6 MiB; a larger body: 413).
+* ``POST /invocations``, answered in the container's order: an empty body 204; the Content-Type decoded,
+  failures 415 (``text/csv`` / ``csv``, parameters ignored but ``label_size`` must be 1, the delimiter sniffed
+  from the first line, empty fields missing; ``text/libsvm`` / ``text/x-libsvm`` / ``libsvm`` and no
+  Content-Type at all, the label ignored; anything else, ``application/json`` included, is "not supported");
+  the prediction, failures 400 (for a pickled model the container's feature-count check, else XGBoost's own:
+  more columns than the model's features); the Accept type, 406 unless one of ``application/json``,
+  ``application/jsonlines``, ``application/x-recordio-protobuf``, ``text/csv`` (none or ``*/*``:
+  ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``, default ``text/csv``). ``text/csv`` answers a line per record
+  (a comma-separated row of class probabilities for ``multi:softprob``), ``application/json``
+  ``{"predictions": [{"score": ...}, ...]}``; ``application/jsonlines`` and recordio-protobuf have no encoder
+  there without selectable content, so the container answers 500, as this does. With ``SAGEMAKER_BATCH``
+  set (transform jobs) each record's prediction is ``str()``-ed on its own line whatever the Accept.
+* Selectable inference content (``SAGEMAKER_INFERENCE_OUTPUT``, e.g. ``predicted_label,probabilities``;
+  1.0-1 on): the keys the model's objective allows, NaN for the others, as JSON, JSON Lines or CSV (a list
+  quoted: ``1,"[0.1, 0.9]"``).
+* Before 1.2-2 (branches ``0.90-2``, ``1.0-1``, ``1.2-1``) the Accept header is read only with selectable
+  content: predictions are ``text/csv`` on one line, comma-separated.
+
+Serving differences: error bodies are one line (the container's are multi-line and its log lines carry
+tracebacks); a pickled model trained with early stopping predicts with its best iteration's trees through
+``iteration_range`` where the installed XGBoost has no ``ntree_limit`` (what the container's
+``best_ntree_limit`` does); one threaded process serves, predictions one at a time; recordio-protobuf requests
+(415) and recordio-protobuf responses of selectable content (406) are refused.
 """
 
 from __future__ import annotations
@@ -1386,6 +1428,623 @@ def run(image: str | None = None, env: dict[str, str] | None = None) -> str | No
     return model
 
 
+# ---------------------------------------------------------------- serving
+
+SERVING_PORT = 8080
+PKL_FORMAT, XGB_FORMAT = "pkl_format", "xgb_format"  # serve_utils.py's names for the two model formats
+_FORMAT_WORDS = {PKL_FORMAT: "pickled Booster", XGB_FORMAT: "Booster.load_model"}
+# algorithm_mode/serve.py
+SUPPORTED_ACCEPTS = [
+    "application/json",
+    "application/jsonlines",
+    "application/x-recordio-protobuf",
+    "text/csv",
+]
+DEFAULT_MAX_CONTENT_LENGTH = (
+    6291456  # MAX_CONTENT_LENGTH's default (6 MiB); 1.0-1 .. 1.2-1 capped it at 20 MiB
+)
+_HTML = "text/html; charset=utf-8"  # what a flask.Response without a mimetype says (the container's errors)
+
+# Selectable inference content (SAGEMAKER_INFERENCE_OUTPUT; algorithm_mode/serve_utils.py): the keys each
+# objective can give; any other selected key comes back as NaN.
+PREDICTED_LABEL, LABELS, PROBABILITY, PROBABILITIES = (
+    "predicted_label",
+    "labels",
+    "probability",
+    "probabilities",
+)
+RAW_SCORE, RAW_SCORES, PREDICTED_SCORE = "raw_score", "raw_scores", "predicted_score"
+_CLASSIFICATION_KEYS = [PREDICTED_LABEL, LABELS, PROBABILITY, PROBABILITIES, RAW_SCORE, RAW_SCORES]
+_SCORE_KEYS = [PREDICTED_LABEL, LABELS, RAW_SCORE, RAW_SCORES]
+SELECTABLE_CONTENT = {
+    "reg:squarederror": [PREDICTED_SCORE], "reg:logistic": [PREDICTED_SCORE], "reg:gamma": [PREDICTED_SCORE],
+    "reg:absoluteerror": [PREDICTED_SCORE], "reg:tweedie": [PREDICTED_SCORE],
+    "binary:logistic": _CLASSIFICATION_KEYS, "binary:logitraw": _SCORE_KEYS, "binary:hinge": _SCORE_KEYS,
+    "multi:softmax": _SCORE_KEYS, "multi:softprob": _CLASSIFICATION_KEYS,
+}  # fmt: skip
+
+
+class ServeError(Exception):
+    """A request the server answers with ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = " ".join(str(message).split())
+
+
+def _parse_header(value: str) -> tuple[str, dict[str, str]]:
+    """``cgi.parse_header`` (gone in Python 3.13): the media type and its ``;``-parameters."""
+    parts = value.split(";")
+    params = {}
+    for part in parts[1:]:
+        if "=" in part:
+            key, _, val = part.partition("=")
+            val = val.strip()
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = val[1:-1]
+            params[key.strip().lower()] = val
+    return parts[0].strip(), params
+
+
+def _accept_features(version: str) -> bool:
+    """Whether the image answers in the request's Accept type (1.2-2 on); before, text/csv only."""
+    return _vt(version) >= (1, 2, 2)
+
+
+@dataclass
+class ServingModel:
+    """The booster(s) the endpoint serves: one, or an ensemble of every file in the model dir (1.2-2 on)."""
+
+    boosters: list
+    formats: list[str]
+    paths: list[str]
+    objective: str
+    num_class: str
+    num_features: int | None
+
+    def __post_init__(self):
+        import threading
+
+        # One prediction at a time: the container runs one model per worker process because XGBoost's
+        # predict was not thread-safe (serve.py post_worker_init); here threads share the model.
+        self.lock = threading.Lock()
+
+
+def _model_files(model_dir: str, ensemble: bool) -> list[str]:
+    """The model dir's files as the container picks them: every regular file but dotfiles (sorted here; the
+    container takes os.listdir's order), or only the first, ``xgboost-model`` first when there."""
+    try:
+        names = sorted(os.listdir(model_dir))
+    except OSError as err:
+        raise UserError(
+            f"no model to serve: cannot read the model directory {model_dir}: {err.strerror}"
+        ) from None
+    files = []
+    for name in names:
+        path = os.path.join(model_dir, name)
+        if not os.path.isfile(path):
+            continue
+        if name.startswith("."):
+            log.warning(
+                "Ignoring dotfile '%s' found in model directory - please exclude dotfiles from model archives",
+                path,
+            )
+            continue
+        files.append(path)
+    if not files:
+        raise UserError(f"no model to serve: the model directory {model_dir} has no model file")
+    if not ensemble:
+        preferred = os.path.join(model_dir, MODEL_NAME)
+        files = [preferred] if preferred in files else files[:1]
+    return files
+
+
+def _load_booster(path: str, version: str):
+    """One model file: the format the image version writes first (a pickle before 1.3-1), then the other."""
+    import xgboost as xgb
+
+    order = [PKL_FORMAT, XGB_FORMAT] if _vt(version) < (1, 3) else [XGB_FORMAT, PKL_FORMAT]
+    errors = []
+    for fmt in order:
+        try:
+            if fmt == PKL_FORMAT:
+                with open(path, "rb") as f:
+                    bst = pickle.load(f)
+                if not isinstance(bst, xgb.Booster):
+                    raise TypeError(f"it holds a {type(bst).__name__}, not an xgboost Booster")
+            else:
+                bst = xgb.Booster()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # 2.1+: "guessing UBJSON" for a name without an extension
+                    bst.load_model(path)
+            return bst, fmt
+        except Exception as err:
+            errors.append(
+                f"{'pickle.load' if fmt == PKL_FORMAT else 'Booster.load_model'}: {_xgb_message(err)}"
+            )
+    raise UserError(f"Model {path} cannot be loaded: {'; '.join(errors)}")
+
+
+def load_serving_model(model_dir: str, version: str, ensemble: bool = True) -> ServingModel:
+    """The model(s) ``serve`` answers with; raises UserError when the dir holds no loadable model."""
+    ensemble = ensemble and _accept_features(version)  # SAGEMAKER_INFERENCE_ENSEMBLE arrived with 1.2-2
+    boosters, formats, paths = [], [], _model_files(model_dir, ensemble)
+    for path in paths:
+        bst, fmt = _load_booster(path, version)
+        bst.set_param("nthread", 1)  # as serve_utils.get_loaded_booster
+        boosters.append(bst)
+        formats.append(fmt)
+    try:
+        learner = json.loads(boosters[0].save_config())["learner"]
+    except AttributeError:  # xgboost before 1.0 (the 0.90 images) has no save_config: objective unknown
+        learner = {}
+    try:
+        num_features = int(boosters[0].num_features())
+    except Exception:  # xgboost before 1.0 has no num_features()
+        num_features = len(boosters[0].feature_names) if boosters[0].feature_names else None
+    return ServingModel(
+        boosters=boosters,
+        formats=formats,
+        paths=paths,
+        objective=learner.get("objective", {}).get("name", "unknown"),
+        num_class=str(learner.get("learner_model_param", {}).get("num_class", "")),
+        num_features=num_features,
+    )
+
+
+def _request_format(content_type: str | None) -> str:
+    """The request's data format (data_utils.get_content_type): no Content-Type means libsvm."""
+    if content_type is None:
+        return LIBSVM
+    media, params = _parse_header(content_type.lower())
+    if media in (CSV, "text/csv"):
+        if params.get("label_size", "1") != "1":
+            raise ServeError(
+                415,
+                f"{content_type} is not an accepted csv ContentType. Optional parameter label_size must be equal to 1",
+            )
+        return CSV
+    if media in (LIBSVM, "text/libsvm", "text/x-libsvm"):
+        return LIBSVM
+    if media in (RECORDIO, "application/x-recordio-protobuf"):
+        raise ServeError(
+            415,
+            f"Content-type {content_type}: recordio-protobuf requests are not supported by the local XGBoost "
+            "algorithm; send text/csv or text/libsvm",
+        )
+    raise ServeError(415, f"Content-type {content_type} is not supported.")
+
+
+def parse_payload(payload: bytes, content_type: str | None):
+    """The request body as a DMatrix, as the container decodes it (serve_utils.parse_content_data,
+    encoder.csv_to_dmatrix, serve_utils._get_sparse_matrix_from_libsvm); returns (dmatrix, format)."""
+    import numpy as np
+    import xgboost as xgb
+
+    fmt = _request_format(content_type)
+    try:
+        text = payload.strip().decode("utf-8")
+        if fmt == CSV:
+            # The delimiter is sniffed from the first line's first 512 characters; a letter or digit (what
+            # the sniffer finds in a single column, e.g. "5" in "1.5") means ",". Empty fields are missing.
+            delimiter = csv.Sniffer().sniff(text.split("\n")[0][:512]).delimiter
+            delimiter = "," if delimiter.isalnum() else delimiter
+            rows = [["nan" if v == "" else v for v in line.split(delimiter)] for line in text.split("\n")]
+            widths = sorted({len(r) for r in rows})
+            if len(widths) > 1:
+                raise ValueError(f"rows have different numbers of fields: {widths}")
+            return xgb.DMatrix(np.array(rows).astype(float)), fmt
+        # libsvm: "<label> <index>:<value> ..." per line; the label (or anything without a colon) is ignored
+        # and indices are taken as given.
+        from scipy.sparse import csr_matrix
+
+        row, col, data = [], [], []
+        for i, line in enumerate(text.split("\n")):
+            for item in line.split(" "):
+                if ":" in item:
+                    parts = item.split(":")
+                    row.append(i)
+                    col.append(parts[0])
+                    data.append(parts[1])
+        matrix = csr_matrix((np.array(data).astype(float), (np.array(row), np.array(col).astype(int))))
+        return xgb.DMatrix(matrix), fmt
+    except Exception as err:
+        word = "csv" if fmt == CSV else "libsvm"
+        raise ServeError(
+            415,
+            f"Loading {word} data failed with Exception, please ensure data is in {word} format: {type(err)} "
+            f"{_xgb_message(err)}",
+        ) from None
+
+
+def _predict_one(bst, fmt: str, dmatrix):
+    kwargs: dict[str, Any] = {"validate_features": False}
+    best = bst.attr("best_iteration") if fmt == PKL_FORMAT else None
+    if best is not None:
+        # The container predicts with getattr(bst, "best_ntree_limit", 0): only a pickled Booster carries
+        # that attribute (xgb.train sets it after early stopping), so a pickle trained with early stopping
+        # predicts with its best iteration's trees.
+        if "iteration_range" in inspect.signature(bst.predict).parameters:
+            kwargs["iteration_range"] = (0, int(best) + 1)
+        else:
+            kwargs["ntree_limit"] = getattr(bst, "best_ntree_limit", 0)
+    return bst.predict(dmatrix, **kwargs)
+
+
+def predict(model: ServingModel, dmatrix, fmt: str):
+    """serve_utils.predict: the pickled-model feature-count check, then the booster's (or the ensemble's
+    mean, or vote for multi:softmax and binary:hinge) predictions."""
+    import numpy as np
+
+    if model.formats[0] == PKL_FORMAT and model.num_features is not None:
+        x, y = model.num_features, dmatrix.num_col()
+        if fmt == LIBSVM and y > x + 1:
+            raise ServeError(
+                400,
+                f"Unable to evaluate payload provided: Feature size of libsvm inference data {y} is larger than "
+                f"feature size of trained model {x}.",
+            )
+        if fmt == CSV and x not in (y, y + 1):
+            raise ServeError(
+                400,
+                f"Unable to evaluate payload provided: Feature size of csv inference data {y} is not consistent "
+                f"with feature size of trained model {x}.",
+            )
+    try:
+        with model.lock:
+            preds = [_predict_one(b, model.formats[i], dmatrix) for i, b in enumerate(model.boosters)]
+    except Exception as err:
+        raise ServeError(400, f"Unable to evaluate payload provided: {_xgb_message(err)}") from None
+    if len(preds) == 1:
+        return preds[0]
+    stacked = np.stack(preds)
+    if model.objective in ("multi:softmax", "binary:hinge"):  # scipy.stats.mode: the smallest most common
+        out = np.empty(stacked.shape[1:], dtype=stacked.dtype)
+        for j in np.ndindex(*stacked.shape[1:]):
+            values, counts = np.unique(stacked[(slice(None),) + j], return_counts=True)
+            out[j] = values[np.argmax(counts)]
+        return out
+    return np.mean(stacked, axis=0)
+
+
+def _selected_content(preds, keys: list[str], objective: str, num_class: str) -> list[dict]:
+    """serve_utils.get_selected_predictions: one dict per record with the selected keys."""
+    if objective not in SELECTABLE_CONTENT:
+        raise ServeError(500, f"Objective `{objective}` unsupported for selectable inference predictions.")
+    valid = [k for k in SELECTABLE_CONTENT[objective] if k in keys]
+    invalid = [k for k in dict.fromkeys(keys) if k not in SELECTABLE_CONTENT[objective]]
+    if invalid:
+        log.warning(
+            "Selected key(s) %s incompatible for objective '%s'. Please use list of compatible selectable "
+            "inference predictions: %s", invalid, objective, SELECTABLE_CONTENT[objective],
+        )  # fmt: skip
+    softprob, nan = objective == "multi:softprob", float("nan")
+    out = []
+    for raw in preds:
+        if softprob:
+            row = [float(v) for v in raw]
+            top = max(row)
+        else:
+            value = float(raw.item() if hasattr(raw, "item") else raw)
+        item: dict[str, Any] = {}
+        for key in valid:
+            if key == PREDICTED_LABEL:
+                if softprob:
+                    item[key] = int(row.index(top))
+                elif objective == "binary:logistic":
+                    item[key] = int(value > 0.5)
+                elif objective == "binary:logitraw":
+                    item[key] = int(value > 0)
+                else:  # binary:hinge, multi:softmax
+                    item[key] = value
+            elif key == LABELS:
+                if objective.startswith("binary:"):
+                    item[key] = [0, 1]
+                elif objective.startswith("multi:") and num_class:
+                    item[key] = list(range(int(num_class)))
+                else:
+                    item[key] = nan
+            elif key in (PROBABILITY, RAW_SCORE):
+                item[key] = top if softprob else value
+            elif key in (PROBABILITIES, RAW_SCORES):
+                item[key] = row if softprob else [1.0 - value, value]
+            elif key == PREDICTED_SCORE:
+                item[key] = value
+        for key in invalid:
+            item[key] = nan
+        out.append(item)
+    return out
+
+
+def _jsonlines(entries: list) -> str:
+    return "".join(json.dumps(e) + "\n" for e in entries)
+
+
+def _csv_field(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, list) else str(value)
+
+
+class ServingApp:
+    """The image's Flask app (algorithm_mode/serve.py) without Flask: routes, statuses and bodies."""
+
+    def __init__(self, model: ServingModel, version: str, env: dict[str, str]):
+        self.model = model
+        self.version = version
+        self.batch = bool(env.get("SAGEMAKER_BATCH"))
+        self.default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv")
+        self.selected = None  # SAGEMAKER_INFERENCE_OUTPUT, from 1.0-1 on
+        if "SAGEMAKER_INFERENCE_OUTPUT" in env and _vt(version) >= (1, 0):
+            self.selected = env["SAGEMAKER_INFERENCE_OUTPUT"].replace(" ", "").lower().split(",")
+        limit = int(env.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_CONTENT_LENGTH)
+        self.max_content_length = limit if _accept_features(version) else min(limit, 20 * 1024**2)
+
+    def execution_parameters(self) -> tuple[int, str, bytes]:
+        body = {
+            "MaxConcurrentTransforms": os.cpu_count() or 1, "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": int(self.max_content_length / (1024**2)),
+        }  # fmt: skip
+        return 200, "application/json", json.dumps(body).encode()
+
+    def accept(self, header: str | None) -> str:
+        """serve._parse_accept: none or ``*/*`` is SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT (text/csv)."""
+        media, _ = _parse_header(header or "")
+        if not media or media == "*/*":
+            return self.default_accept
+        if media.lower() not in SUPPORTED_ACCEPTS:
+            raise ServeError(
+                406,
+                f"Accept type {media} is not supported. Please use supported accept types: {SUPPORTED_ACCEPTS}.",
+            )
+        return media.lower()
+
+    def invocations(
+        self, payload: bytes, content_type: str | None, accept: str | None
+    ) -> tuple[int, str, bytes]:
+        """The order of serve.invocations: empty (204), decode (415), predict (400), Accept (406), encode."""
+        if not payload:
+            return 204, _HTML, b""
+        dmatrix, fmt = parse_payload(payload, content_type)
+        preds = predict(self.model, dmatrix, fmt)
+        if not _accept_features(self.version) and self.selected is None:
+            body = (
+                ("\n".join(map(str, preds.tolist())) + "\n")
+                if self.batch
+                else ",".join(map(str, preds.tolist()))
+            )
+            return 200, "text/csv; charset=utf-8", body.encode()
+        media = self.accept(accept)
+        if media == "application/x-recordio-protobuf" and self.selected is not None:
+            raise ServeError(
+                406, "Accept application/x-recordio-protobuf is not supported by the local XGBoost algorithm"
+            )
+        mimetype = media + ("; charset=utf-8" if media.startswith("text/") else "")
+        if self.selected is not None:
+            return 200, mimetype, self._selected_response(preds, media).encode()
+        preds_list = preds.tolist()
+        if self.batch:
+            body = "\n".join(map(str, preds_list)) + "\n"
+        elif media == "application/json":
+            body = json.dumps({"predictions": [{"score": p} for p in preds_list]})
+        elif media == "text/csv":  # sagemaker-containers' array_to_csv: a row per record
+            body = "".join(",".join(map(repr, r if isinstance(r, list) else [r])) + "\n" for r in preds_list)
+        else:  # sagemaker-containers' encoders.encode has no encoder for it: an error the app does not catch
+            raise ServeError(500, f"Content type {media} is not supported by this framework.")
+        return 200, mimetype, body.encode()
+
+    def _selected_response(self, preds, media: str) -> str:
+        keys = self.selected or []
+        content = _selected_content(preds, keys, self.model.objective, self.model.num_class)
+        if media == "application/json":
+            return json.dumps({"predictions": content})
+        if media == "application/jsonlines":
+            return _jsonlines(content)
+        if media == "text/csv":
+            text = "\n".join(",".join(_csv_field(item[k]) for k in keys) for item in content)
+            return text + "\n" if self.batch else text
+        raise ServeError(500, f"Cannot encode selected predictions into accept type '{media}'.")
+
+
+def _handler_class(app: ServingApp):
+    from http.server import BaseHTTPRequestHandler
+
+    routes = {"/ping": "GET", "/execution-parameters": "GET", "/invocations": "POST"}
+
+    class ClientGone(Exception):
+        pass
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive; every response has a Content-Length
+        server_version = "sagemaker-xgboost-local"
+        timeout = 60  # an idle keep-alive connection is closed after this
+
+        def version_string(self):
+            return self.server_version
+
+        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
+            pass  # one line per invocation is logged by _dispatch
+
+        def log_error(self, format, *args):  # noqa: A002
+            log.warning("%s", " ".join((format % args).split()))
+
+        def do_GET(self):
+            self._dispatch("GET")
+
+        def do_POST(self):
+            self._dispatch("POST")
+
+        def _send(self, status: int, content_type: str, body: bytes, close: bool) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            if status != 204:
+                self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if status != 204:
+                self.wfile.write(body)
+
+        def _has_body(self) -> bool:
+            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+            return chunked or (self.headers.get("Content-Length") or "0").strip() != "0"
+
+        def _read_body(self) -> bytes:
+            limit = app.max_content_length
+            too_large = ServeError(
+                413,
+                f"Request Entity Too Large: the payload is larger than MAX_CONTENT_LENGTH ({limit} bytes)",
+            )
+            try:
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    chunks, size = [], 0
+                    while True:
+                        n = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if n == 0:
+                            while self.rfile.readline().strip():  # trailers
+                                pass
+                            self.consumed = True
+                            return b"".join(chunks)
+                        size += n
+                        if size > limit:
+                            raise too_large
+                        chunks.append(self.rfile.read(n))
+                        self.rfile.readline()
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    raise ServeError(400, "Bad Request: Content-Length is not a number") from None
+                if length > limit:
+                    raise too_large
+                body = self.rfile.read(length) if length > 0 else b""
+                if len(body) < length:
+                    raise ClientGone(f"the body ended after {len(body)} of {length} bytes")
+                self.consumed = True
+                return body
+            except (OSError, ValueError) as err:
+                raise ClientGone(str(err)) from None
+
+        def _answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+            if path not in routes:
+                raise ServeError(404, f"Not Found: {path}")
+            if routes[path] != method:
+                raise ServeError(405, f"Method Not Allowed: {method} {path}")
+            if path == "/ping":  # the model is loaded before the server starts
+                return 200, _HTML, b""
+            if path == "/execution-parameters":
+                return app.execution_parameters()
+            payload = self._read_body()
+            return app.invocations(payload, self.headers.get("Content-Type"), self.headers.get("Accept"))
+
+        def _dispatch(self, method: str) -> None:
+            path = self.path.split("?", 1)[0]
+            started = time.monotonic()
+            self.consumed = False
+            try:
+                status, content_type, body = self._answer(method, path)
+                message = None
+            except ClientGone as err:
+                log.warning("%s %s: %s", method, path, " ".join(str(err).split()))
+                self.close_connection = True
+                return
+            except ServeError as err:
+                status, content_type, message = err.status, _HTML, err.message
+                body = message.encode()
+            except Exception as err:  # never a crash: the request gets a 500 naming the error
+                status, content_type = 500, _HTML
+                message = " ".join(f"{type(err).__name__}: {err}".split())
+                body = message.encode()
+            # A body left unread would be taken for the next request on this connection: close it.
+            close = not self.consumed and self._has_body()
+            try:
+                self._send(status, content_type, body, close)
+            except OSError:
+                self.close_connection = True
+            if message is not None:
+                log.info("%s %s %d: %s", method, path, status, message)
+            elif path == "/invocations":
+                log.info("%s %s %d (%d bytes, %.0f ms)", method, path, status, len(body),
+                         (time.monotonic() - started) * 1000)  # fmt: skip
+
+    return Handler
+
+
+def _servers(handler, port: int, socket_path: str | None) -> list:
+    import socketserver
+    import stat
+    from http.server import ThreadingHTTPServer
+
+    class TCPServer(ThreadingHTTPServer):
+        def server_bind(self):  # without HTTPServer's getfqdn() of the address (a DNS lookup)
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+
+    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    servers = []
+    try:
+        servers.append(TCPServer(("0.0.0.0", port), handler))
+    except OSError as err:
+        raise UserError(f"cannot listen on 0.0.0.0:{port}: {err.strerror or err}") from None
+    if socket_path:
+        try:
+            if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+                os.unlink(socket_path)  # a stale socket from an earlier server
+        except FileNotFoundError:
+            pass
+        try:
+            servers.append(UnixServer(socket_path, handler))
+        except OSError as err:
+            servers[0].server_close()
+            raise UserError(f"cannot listen on unix:{socket_path}: {err.strerror or err}") from None
+    return servers
+
+
+def serve(image: str | None = None, env: dict[str, str] | None = None) -> int:
+    """The image's ``serve``: loads the model, answers /ping and /invocations on SAGEMAKER_BIND_TO_PORT (and
+    the Unix socket MLOPS_SERVING_SOCKET names) until SIGTERM, then returns 0. Raises UserError when there is
+    no model to serve or nowhere to listen."""
+    import threading
+
+    env = dict(os.environ if env is None else env)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    version = framework_version(image) if image else version_for_installed_xgboost()
+    model_dir = env.get("SM_MODEL_DIR") or f"{ML}/model"
+    # SAGEMAKER_MODEL_SERVER_WORKERS / SAGEMAKER_MODEL_SERVER_TIMEOUT size gunicorn in the image: one
+    # threaded server here.
+    ensemble = env.get("SAGEMAKER_INFERENCE_ENSEMBLE", "true") == "true"
+    model = load_serving_model(model_dir, version, ensemble)
+    log.info(
+        "model loaded: %s (%s; image %s, xgboost %s); objective %s, %s features", ", ".join(model.paths),
+        ", ".join(sorted({_FORMAT_WORDS[f] for f in model.formats})), version, _xgb_module().__version__,
+        model.objective, model.num_features,
+    )  # fmt: skip
+    port = int(env.get("SAGEMAKER_BIND_TO_PORT") or SERVING_PORT)
+    socket_path = env.get("MLOPS_SERVING_SOCKET") or None
+    servers = _servers(_handler_class(ServingApp(model, version, env)), port, socket_path)
+    threads = [
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True) for s in servers
+    ]
+    for t in threads:
+        t.start()
+    log.info("listening on 0.0.0.0:%d%s", port, f" and unix:{socket_path}" if socket_path else "")
+    while not stop.wait(0.5):
+        pass
+    log.info("stopping: SIGTERM")
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+    if socket_path:
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+    return 0
+
+
 def _write_failure(path: str, message: str) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -1395,8 +2054,8 @@ def _write_failure(path: str, message: str) -> None:
         log.error("could not write the failure file %s: %s", path, err)
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def _setup_logging(stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter("[%(asctime)s:%(levelname)s] %(message)s", "%Y-%m-%d:%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -1418,16 +2077,22 @@ def main(argv: list[str] | None = None) -> int:
         f"(default: the image of the installed xgboost if older than 2.0, else {DEFAULT_VERSION})",
     )
     args = parser.parse_args(argv)
-    _setup_logging()
+    # serve logs to stderr and writes no files; train logs to stdout, where the job's log reads it
+    _setup_logging(sys.stderr if args.command == "serve" else sys.stdout)
     # xgboost imports scikit-learn when it can (xgboost/compat.py, for its sklearn wrappers, unused here);
     # that alone takes seconds on a small instance. The algorithm's own metrics do not need it.
     if "sklearn" not in sys.modules:
         sys.modules["sklearn"] = None  # type: ignore[assignment]
     env = dict(os.environ)
+    if args.command == "serve":
+        try:
+            return serve(args.image, env)
+        except Exception as err:  # UserError: no model, nowhere to listen; anything else, named
+            text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            log.error("%s", " ".join(text.split()))
+            return 1
     paths = Paths.from_env(env)
     try:
-        if args.command == "serve":
-            raise UserError("serving the built-in XGBoost algorithm is not implemented by this stand-in")
         run(args.image, env)
     except UserError as err:
         message = " ".join(str(err).split())

@@ -83,6 +83,9 @@ class Instance:
     # The instance's volume (``VolumeSizeInGB``): the host dirs that count against it and its size.
     volume: tuple[Path, ...] = ()
     volume_bytes: int | None = None
+    # A network of the host's own instead of the one the job's hosts share (serving containers, which all
+    # listen on 8080 and never talk to each other); the job's bridges to this machine are not in it.
+    own_network: bool = False
 
 
 @dataclass
@@ -519,6 +522,7 @@ def _start_bwrap(instances, pipes, work_dir: Path, status_path: Path, bridges=()
             "--unshare-pid",
             "--unshare-uts",
             "--unshare-ipc",
+            *(["--unshare-net"] if inst.own_network else []),
         ]
         for key in _SHELL_ENV:  # what bash adds to its children's environment
             if key not in envs[i]:

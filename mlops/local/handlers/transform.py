@@ -1,0 +1,47 @@
+"""Transform (CreateTransformJob): a batch transform of the model a Model step (or an earlier run) created."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mlops.local.handlers.jobs import JobHandler, _image_view
+from mlops.local.runtime.common import JobRequestError
+
+
+def recorded_model(home, name: str) -> dict[str, Any]:
+    """The CreateModel request of the newest model named ``name`` in the local home."""
+    model = next((m for m in reversed(home.registry.models()) if m["name"] == name), None)
+    if model is None:
+        raise JobRequestError(f"ModelName {name!r}: no such model was created in {home.root}")
+    request = model["request"] if isinstance(model["request"], dict) else json.loads(model["request"])
+    return {"ModelName": name, **request}
+
+
+class TransformHandler(JobHandler):
+    kind = "Transform"
+
+    def describe(self, step, images):
+        args, _, view = _image_view(step, "TransformResources", "InstanceType")
+        view.image = ""
+        name = args.get("ModelName")
+        shown = name if isinstance(name, str) else "a Model step's ModelName"
+        view.runtime = f"batch transform served by the runtime of {shown} (its image, decided at run time)"
+        return view
+
+    def runner_for(self, execution):
+        from mlops.local.runtime.transform import run_transform_job
+
+        def run(request: dict[str, Any], **kwargs: Any):
+            name = request.get("ModelName")
+            if not isinstance(name, str) or not name:
+                raise JobRequestError("ModelName is missing")
+            return run_transform_job(request, model=recorded_model(execution.home, name), **kwargs)
+
+        return functools.update_wrapper(run, run_transform_job)
+
+    def output_uris(self, props: Mapping[str, Any]) -> list[str]:
+        uri = (props.get("TransformOutput") or {}).get("S3OutputPath")
+        return [uri] if uri else []

@@ -1,0 +1,346 @@
+"""Transform jobs (CreateTransformJob): the model's own serving runtime on ``InstanceCount`` sandboxed hosts,
+fed by the batch data plane (:mod:`mlops.local.transform`) from this side.
+
+As on SageMaker, each transform instance is a serving container (``GET /ping``, ``POST /invocations`` on
+8080) that the service calls with batches of records; here the containers are sandboxed job hosts (their
+own network, root and environment per image, :mod:`.sandbox`), each reached through a Unix socket in the one
+dir it shares with this machine, and the service's part (splitting, batching, filters, joining, ``.out``
+assembly, whole objects spread over the instances) runs in the executor. The ``.out`` files are uploaded to
+``TransformOutput.S3OutputPath`` only when every object was transformed; a failed object fails the job with
+its key and reason named.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import shutil
+import socket
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops.local import arns
+from mlops.local.images.launch import SERVING_RUN_DIR, ImageLaunchError, serving_launch
+from mlops.local.runtime import sandbox
+from mlops.local.runtime.common import (
+    ML,
+    JobRequestError,
+    JobResult,
+    LogCallback,
+    base_env,
+    check_host_count,
+    failure_reason,
+    get,
+    job_warning,
+    make_host_dirs,
+    now,
+    s3_objects,
+    s3_uri,
+    service_env,
+    stand_in,
+    volume_bytes,
+)
+from mlops.local.s3store import S3Store, S3StoreError
+from mlops.local.transform import TransformError
+from mlops.local.transform.job import TransformSpec, run_transform
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 300.0  # how long a serving container may take to answer /ping (SageMaker allows minutes)
+_SOCKET = "server.sock"
+# What the runtime itself tells a serving container, beside the SAGEMAKER_* variables: it reaches the job
+# as set (the sandbox passes only what a request declares, the container contract and these).
+_CONTAINER_SETTINGS = ("MAX_CONTENT_LENGTH",)
+
+
+class ServingError(Exception):
+    """The model server answered a batch with an error status; its body is the reason."""
+
+
+def _unix_connection(path: Path, timeout: float) -> http.client.HTTPConnection:
+    from mlops.serving import socket_address
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            with socket_address(path) as address:  # a long path reached through its dir's fd
+                sock.connect(address)
+            self.sock = sock
+
+    return Connection("localhost", timeout=timeout)
+
+
+def _request(path: Path, method: str, url: str, body: bytes | None, headers: dict, timeout: float):
+    conn = _unix_connection(path, timeout)
+    try:
+        conn.request(method, url, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _invoker(path: Path, timeout: float):
+    def invoke(payload: bytes, content_type: str | None, accept: str | None) -> bytes:
+        # no ContentType, no header: a container decides what that means (XGBoost reads it as libsvm)
+        headers = {"Content-Type": content_type} if content_type else {}
+        if accept:
+            headers["Accept"] = accept
+        status, body = _request(path, "POST", "/invocations", payload, headers, timeout)
+        if status >= 300:
+            text = body.decode("utf-8", "replace").strip().splitlines()
+            raise ServingError(
+                f"the model server answered {status}: {text[0][:300] if text else '(no body)'}"
+            )
+        return body
+
+    return invoke
+
+
+def _wait_ready(sockets: list[Path], group: threading.Thread, timeout: float) -> bool:
+    """True once every host answers ``/ping`` with 200; False when the group ended or time ran out."""
+    pending, deadline = list(sockets), time.monotonic() + timeout
+    while pending and time.monotonic() < deadline and group.is_alive():
+        path = pending[0]
+        if path.exists():
+            try:
+                status, _ = _request(path, "GET", "/ping", None, {}, 5.0)
+            except OSError:
+                status = 0
+            if status == 200:
+                pending.pop(0)
+                continue
+        time.sleep(0.1)
+    return not pending
+
+
+def _unpack(store: S3Store, uri: str, dest: Path) -> None:
+    archive = store.path(uri)
+    if not archive.is_file():
+        raise JobRequestError(f"model data {uri} is not in the local store")
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError) as err:
+        raise JobRequestError(f"model data {uri} is not a readable tar.gz ({err})") from err
+
+
+def model_container(model: dict) -> dict:
+    """The one container a transform serves; an inference pipeline (several containers) is refused."""
+    containers = model.get("Containers") or []
+    if len(containers) > 1:
+        raise JobRequestError(
+            f"model {model.get('ModelName', '')!r} is an inference pipeline of {len(containers)} containers: "
+            "transforms serve one container locally"
+        )
+    container = model.get("PrimaryContainer") or (containers[0] if containers else None)
+    if not isinstance(container, dict) or not container.get("Image"):
+        raise JobRequestError(f"model {model.get('ModelName', '')!r} names no container image")
+    return container
+
+
+def run_transform_job(
+    request: dict[str, Any],
+    *,
+    job_name: str,
+    store: S3Store,
+    job_dir: Path,
+    model: dict[str, Any],
+    on_log: LogCallback | None = None,
+    cancel: threading.Event | None = None,
+    services: Any = None,
+    images: dict[str, Any] | None = None,
+    **_ignored: Any,
+) -> JobResult:
+    """Runs one transform job to the end; ``model`` is the CreateModel request of ``request["ModelName"]``.
+
+    Raises :class:`JobRequestError` before anything starts on a bad request."""
+    try:
+        spec = TransformSpec.from_request(request)
+    except TransformError as err:
+        raise JobRequestError(str(err)) from err
+    source = get(request, "TransformInput.DataSource.S3DataSource", dict)
+    in_uri = s3_uri(get(source, "S3Uri", str, where="TransformInput.DataSource.S3DataSource"), "S3Uri")
+    data_type = get(source, "S3DataType", str, "S3Prefix", where="TransformInput.DataSource.S3DataSource")
+    if data_type not in ("S3Prefix", "ManifestFile"):
+        raise JobRequestError(
+            f"TransformInput.DataSource.S3DataSource.S3DataType {data_type!r} is not run locally"
+        )
+    out_uri = s3_uri(get(request, "TransformOutput.S3OutputPath", str), "TransformOutput.S3OutputPath")
+    count = get(request, "TransformResources.InstanceCount", int, 1)
+    if count < 1:
+        raise JobRequestError(f"TransformResources.InstanceCount = {count} must be >= 1")
+    check_host_count(count, "TransformResources.InstanceCount")
+    container = model_container(model)
+    volume = volume_bytes(request, "TransformResources.VolumeSizeInGB")
+    max_runtime = (get(request, "ModelClientConfig", dict, {}) or {}).get(
+        "InvocationsTimeoutInSeconds"
+    ) or 600
+    user_env = {
+        **service_env(services),
+        **(container.get("Environment") or {}),
+        **get(request, "Environment", dict, {}),
+    }
+
+    job_dir = Path(job_dir)
+    hosts = make_host_dirs(job_dir, count)
+    log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    started = now()
+    properties = {
+        "TransformJobName": job_name,
+        "TransformJobArn": arns.job_arn(request, "transform-job", job_name),
+        **{k: v for k, v in request.items()},
+        "TransformStartTime": started.isoformat(),
+    }
+
+    def finish(status: str, reason: str | None) -> JobResult:
+        ended = now()
+        properties.update(TransformJobStatus=status, TransformEndTime=ended.isoformat())
+        if reason:
+            properties["FailureReason"] = reason
+        for lp in log_paths:
+            lp.touch()
+        return JobResult(status, reason, properties, {}, log_paths, job_dir)
+
+    objects = s3_objects(store, in_uri, data_type, "TransformInput.DataSource.S3DataSource")
+    if not objects:
+        return finish("Failed", f"ClientError: no S3 objects found under {in_uri}")
+    model_uri = container.get("ModelDataUrl")
+    for h in hosts:
+        (h.ml / "model").mkdir(parents=True, exist_ok=True)
+        if model_uri:
+            _unpack(store, model_uri, h.ml / "model")
+    try:
+        launch = serving_launch(container, hosts[0].ml / "model")
+    except ImageLaunchError as err:
+        raise JobRequestError(str(err)) from err
+    standin = stand_in(str(container["Image"]), images, log_paths, on_log)
+    env = base_env(user_env, standin.environment.python)
+    # what SageMaker tells a transform's container about its batches
+    env.update(
+        SAGEMAKER_BATCH="true",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB=str(spec.max_payload_mb),
+        SAGEMAKER_BATCH_STRATEGY=spec.batch_strategy.upper().replace("RECORD", "_RECORD"),
+        SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=str(spec.max_concurrent),
+        SM_MODEL_DIR=f"{ML}/model",
+        # the built-in algorithms' containers size their request limit from this (6 MiB by default)
+        MAX_CONTENT_LENGTH=str(spec.max_payload_bytes or 100 * 2**20),
+    )
+    env.update({k: v for k, v in launch.env.items() if k not in user_env})
+    instances, sockets = [], []
+    mode = sandbox.sandbox_mode()
+    for h in hosts:
+        run_dir = h.root / "run"
+        run_dir.mkdir()
+        sockets.append(run_dir / _SOCKET)
+        mounts = [
+            sandbox.Mount(ML, h.ml),
+            sandbox.Mount(f"{ML}/model", h.ml / "model", read_only=True),
+            sandbox.Mount(SERVING_RUN_DIR, run_dir),
+            *standin.mounts,
+            *(sandbox.Mount(target, path, read_only=True) for target, path in launch.mounts),
+        ]
+        host_env = dict(env)
+        if mode == sandbox.NONE:  # the machine's own network: a free port each, not 8080
+            from mlops.serving.supervisor import free_port
+
+            host_env["SAGEMAKER_BIND_TO_PORT"] = str(free_port())
+        instances.append(
+            sandbox.Instance(
+                h.host, launch.argv, host_env, mounts, cwd="/", own_network=True,
+                declared_env={
+                    *(container.get("Environment") or {}), *get(request, "Environment", dict, {}),
+                    *_CONTAINER_SETTINGS, *launch.env,
+                },
+                instance_type=get(request, "TransformResources.InstanceType", str, None),
+                layer=h.layer, volume=(h.root,), volume_bytes=volume,
+            )
+        )  # fmt: skip
+
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            outcome["group"] = sandbox.run_group(
+                instances,
+                work_dir=job_dir / ".sandbox",
+                log_paths=log_paths,
+                on_line=(lambda host, _stream, line: on_log(host, line)) if on_log else None,
+                cancel=stop,
+            )
+        except BaseException as err:  # reported below, in the executor's thread
+            outcome["error"] = err
+
+    def relay_cancel() -> None:
+        while not stop.is_set():
+            if cancel is not None and cancel.wait(0.2):
+                stop.set()
+            elif cancel is None:
+                stop.wait(0.2)
+
+    group = threading.Thread(target=serve, name=f"transform-{job_name}", daemon=True)
+    group.start()
+    threading.Thread(target=relay_cancel, daemon=True).start()
+    log.info("transform job %s: %d instance(s), %d object(s)", job_name, count, len(objects))
+    staging = job_dir / "output"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    reason: str | None = None
+    try:
+        if not _wait_ready(sockets, group, READY_TIMEOUT_S):
+            if cancel is not None and cancel.is_set():
+                return finish("Stopped", "the job was stopped")
+            stop.set()
+            group.join()
+            result = outcome.get("group")
+            if result is not None and any(result.exit_codes):
+                reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
+            reason = reason or f"the model server did not answer /ping within {READY_TIMEOUT_S:.0f} s"
+            return finish("Failed", standin.hint(f"ClientError: {reason}"))
+        for h, lp in zip(hosts, log_paths, strict=True):
+            job_warning(
+                lp, h.host, f"serving with {launch.description}; {len(objects)} object(s)", on_log, "INFO"
+            )
+
+        def progress(done: int, total: int, records: int) -> None:
+            job_warning(log_paths[0], hosts[0].host, f"transformed {done}/{total} objects, {records} records",
+                        on_log, "INFO")  # fmt: skip
+
+        local = [(rel, store.path(uri)) for uri, rel in objects]
+        try:
+            summary = run_transform(
+                spec, local, lambda _key: staging,
+                invoke_for=lambda i: _invoker(sockets[i], float(max_runtime)), on_progress=progress,
+            )  # fmt: skip
+        except TransformError as err:
+            reason = f"ClientError: {err}"
+        if cancel is not None and cancel.is_set():
+            return finish("Stopped", "the job was stopped")
+    finally:
+        stop.set()
+        group.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["group"]
+    if result.disk_full:
+        return finish("Failed", f"ClientError: {result.disk_full}")
+    crashed = [c for c in result.exit_codes if c not in (0, -15, 143)]
+    if reason is None and crashed:
+        reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
+    if reason is not None:
+        return finish("Failed", standin.hint(reason))
+    try:
+        store.put_tree(out_uri, staging)
+    except S3StoreError as err:
+        return finish("Failed", f"ClientError: output not uploaded to {out_uri}: {err}")
+    properties["TransformOutput"] = {**(request.get("TransformOutput") or {}), "S3OutputPath": out_uri}
+    metrics = {"transform:objects": summary.objects, "transform:records": summary.records,
+               "transform:batches": summary.batches}  # fmt: skip
+    result = finish("Completed", None)
+    result.metrics.update({k: float(v) for k, v in metrics.items()})
+    return result
