@@ -146,8 +146,12 @@ def _check_suite(path, shown: str) -> None:
         if not isinstance(entry.get("kwargs") or {}, dict):
             raise ValueError(f"{where} ({entry['type']}): 'kwargs' must be a mapping")
         splits = entry.get("splits")
-        if splits is not None and (not isinstance(splits, list) or not splits or not set(splits) <= set(SUITE_SPLITS)):
-            raise ValueError(f"{where} ({entry['type']}): 'splits' must be a non-empty list of {list(SUITE_SPLITS)}")
+        if splits is not None and (
+            not isinstance(splits, list) or not splits or not set(splits) <= set(SUITE_SPLITS)
+        ):
+            raise ValueError(
+                f"{where} ({entry['type']}): 'splits' must be a non-empty list of {list(SUITE_SPLITS)}"
+            )
 
 
 class Evaluation(Strict):

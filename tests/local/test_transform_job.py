@@ -70,9 +70,7 @@ def request(**overrides):
 MODEL = {"ModelName": "m", "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/model/model.tar.gz"}}
 
 
-def test_ids_are_dropped_before_the_model_and_joined_back_in_order_across_instances(
-    store, tmp_path, mode
-):
+def test_ids_are_dropped_before_the_model_and_joined_back_in_order_across_instances(store, tmp_path, mode):
     seed(store)
     lines = []
     res = run_transform_job(

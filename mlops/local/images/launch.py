@@ -173,8 +173,17 @@ def serving_launch(container: dict, model_dir: Path) -> Launch:
         return Launch(
             "handlers",
             [
-                "python3", "-m", "mlops.serving.server", "--model-dir", "/opt/ml/model", "--host", "0.0.0.0",
-                "--uds", SERVING_SOCKET, "--workers", "1",
+                "python3",
+                "-m",
+                "mlops.serving.server",
+                "--model-dir",
+                "/opt/ml/model",
+                "--host",
+                "0.0.0.0",
+                "--uds",
+                SERVING_SOCKET,
+                "--workers",
+                "1",
             ],  # fmt: skip
             {"PYTHONPATH": "/opt/mlops", "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
             mounts=[(toolkit, _TOOLKIT_ROOT / "mlops")],
