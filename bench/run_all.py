@@ -14,6 +14,7 @@ BENCHES = [
     ("local endpoint under load", ["bench_endpoint.py"]),
     ("S3 API inside a job vs local disk", ["bench_s3_api.py"]),
     ("image environment: first build vs cached", ["bench_image_env.py"]),
+    ("batch transform vs the model's predict in a loop", ["bench_transform.py"]),
 ]
 
 
