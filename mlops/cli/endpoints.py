@@ -54,6 +54,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("stop", _stop, "stop an endpoint's processes (its record and logs stay)")
     p.add_argument("name")
 
+    p = add(
+        "api", _api,
+        "serve the sagemaker-runtime API (InvokeEndpoint) over the local endpoints, for boto3 and the AWS CLI",
+    )  # fmt: skip
+    p.add_argument("--port", type=int, default=API_PORT, help=f"port on 127.0.0.1 (default {API_PORT})")
+
+    p = add("url", _url, "print what an application exports to reach the local endpoints with boto3")
+    p.add_argument("--port", type=int, default=API_PORT, help=f"the api's port (default {API_PORT})")
+
+
+API_PORT = 8090
+
+
+def _export_line(port: int) -> str:
+    from mlops.serving.runtime_api import ENV_VAR
+
+    return f"export {ENV_VAR}=http://127.0.0.1:{port}"
+
+
+def _url(args) -> int:
+    sys.stdout.write(_export_line(args.port) + "\n")
+    err().print(
+        f"# with `mlops endpoints api --port {args.port}` running, boto3.client('sagemaker-runtime')"
+        ".invoke_endpoint(EndpointName=...) reaches the local endpoint of that name",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    return 0
+
+
+def _api(args) -> int:
+    from mlops.serving.runtime_api import RuntimeApiServer
+
+    try:
+        api = RuntimeApiServer(args.home_root, args.port)
+    except OSError as error:
+        raise supervisor.EndpointError(
+            f"--port {args.port}: cannot listen on 127.0.0.1 ({error.strerror})"
+        ) from None
+    sys.stdout.write(_export_line(api.port) + "\n")
+    sys.stdout.flush()
+    err().print(f"sagemaker-runtime API on {api.url} (Ctrl-C stops it)", highlight=False)
+    try:
+        api.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
 
 def _status_style(status: str) -> str:
     return {"InService": "green", "Failed": "red", "RolledBack": "red"}.get(status, "yellow")

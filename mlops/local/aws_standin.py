@@ -14,9 +14,7 @@ as on SageMaker.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
-import re
 import shutil
 import socketserver
 import tempfile
@@ -25,12 +23,12 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from mlops.local.s3_api import S3Api
+from mlops.serving.runtime_api import INVOKE_PATH
 
 log = logging.getLogger(__name__)
 
 BRIDGE_PORT = 4566  # the gateway, inside a job's namespace (LocalStack's port)
 S3_BRIDGE_PORT = 4572  # the S3 API (LocalStack's old S3 port)
-_INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -197,7 +195,7 @@ class LocalAws:
             def _relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                match = _INVOKE.match(self.path.split("?")[0])
+                match = INVOKE_PATH.match(self.path.split("?")[0])
                 if match and self.command == "POST":
                     status, headers, payload = aws._invoke(match.group(1), body, self.headers)
                 else:
@@ -232,35 +230,9 @@ class LocalAws:
 
     def _invoke(self, endpoint: str, body: bytes, headers) -> tuple[int, list, bytes]:
         """sagemaker-runtime InvokeEndpoint against the local endpoint of that name."""
-        from mlops.serving.supervisor import EndpointError, get_endpoint
+        from mlops.serving.runtime_api import invoke
 
-        try:
-            info = get_endpoint(endpoint, home=self.home)
-        except EndpointError:
-            message = {"__type": "ValidationError", "message": f"Endpoint {endpoint} not found."}
-            return 400, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(message).encode()
-        port = int(info.url.rsplit(":", 1)[1].split("/")[0])
-        status, out_headers, payload = self._forward(
-            "127.0.0.1",
-            port,
-            "POST",
-            "/invocations",
-            body,
-            {
-                "Content-Type": headers.get("Content-Type", "application/json"),
-                "Accept": headers.get("Accept", "*/*"),
-            },
-        )
-        if status >= 400:
-            # the runtime API reports a container error as ModelError with the container's status
-            message = {
-                "__type": "ModelError",
-                "message": payload.decode(errors="replace")[:1000],
-                "OriginalStatusCode": status,
-            }
-            return 424, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(message).encode()
-        kept = [(k, v) for k, v in out_headers if k.lower() == "content-type"]
-        return 200, kept, payload
+        return invoke(endpoint, body, headers, self.home)
 
 
 def forwarders_command(python: str, bridges, ready: str) -> list[str]:

@@ -1,0 +1,122 @@
+"""The ``sagemaker-runtime`` API over the local endpoints: what application code calls, unchanged.
+
+``InvokeEndpoint`` is ``POST /endpoints/<EndpointName>/invocations`` with the payload as the body and the
+request's ``ContentType``/``Accept``/``CustomAttributes`` as headers (botocore's service model,
+``sagemaker-runtime`` ``2017-05-13``). Here it goes to the local endpoint of that name, through its front,
+and the answer keeps the API's shape: the container's body with its ``Content-Type`` and the
+``x-Amzn-Invoked-Production-Variant`` header; an unknown endpoint is a ``ValidationError`` (400); a
+container's 4xx/5xx is a ``ModelError`` (424) carrying ``OriginalStatusCode`` and the container's message,
+which boto3 raises as ``ModelError``. Signatures are not checked: any credentials work, none are needed.
+
+Used by the job gateway (:mod:`mlops.local.aws_standin`, jobs' ``AWS_ENDPOINT_URL``) and by
+``mlops endpoints api`` (this machine's applications: ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+ENV_VAR = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"  # botocore's service-specific endpoint variable
+_JSON = "application/x-amz-json-1.1"
+_FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+_TIMEOUT_S = 60.0  # InvokeEndpoint's own limit on a container's answer
+VARIANT = "AllTraffic"  # the SDK's name for a single production variant
+
+
+def _error(status: int, kind: str, message: str, **extra) -> tuple[int, list, bytes]:
+    body = {"__type": kind, "message": message, **extra}
+    return status, [("Content-Type", _JSON), ("x-amzn-ErrorType", kind)], json.dumps(body).encode()
+
+
+def invoke(endpoint: str, body: bytes, headers, home: str | Path | None) -> tuple[int, list, bytes]:
+    """``InvokeEndpoint`` on the local endpoint ``endpoint``: ``(status, headers, body)`` as the API answers."""
+    from mlops.serving.supervisor import EndpointError, get_endpoint
+
+    try:
+        info = get_endpoint(endpoint, home=home)
+    except EndpointError:
+        return _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
+    if info.active is None:  # an update in progress keeps serving its active version, as SageMaker does
+        return _error(400, "ValidationError", f"Endpoint {endpoint} is {info.status}: no version serves it.")
+    port = info.port
+    out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
+    out.setdefault("Content-Type", "application/octet-stream")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=_TIMEOUT_S)
+    try:
+        conn.request("POST", "/invocations", body=body, headers=out)
+        response = conn.getresponse()
+        status, payload = response.status, response.read()
+        content_type = response.getheader("Content-Type") or "application/octet-stream"
+    except OSError as err:
+        return _error(424, "ModelError", f"Received server error (0) from model: {err}", OriginalStatusCode=0)
+    finally:
+        conn.close()
+    if status >= 400:
+        text = payload.decode("utf-8", "replace")[:1000]
+        return _error(
+            424, "ModelError", f"Received client error ({status}) from model with message \"{text}\".",
+            OriginalStatusCode=status, OriginalMessage=text,
+        )  # fmt: skip
+    # one production variant per local endpoint (blue/green versions are not variants)
+    return 200, [("Content-Type", content_type), ("x-Amzn-Invoked-Production-Variant", VARIANT)], payload
+
+
+def _handler(home: str | Path | None):
+    class RuntimeApi(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            log.debug("runtime api: " + fmt, *args)
+
+        def _answer(self, status: int, headers: list, payload: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            match = INVOKE_PATH.match(self.path.split("?")[0])
+            if not match:
+                self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
+                return
+            self._answer(*invoke(match.group(1), body, self.headers, home))
+
+        def do_GET(self):
+            self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
+
+    return RuntimeApi
+
+
+class RuntimeApiServer:
+    """``with RuntimeApiServer(home, port) as api: api.url``: the API on 127.0.0.1 (port 0: a free one)."""
+
+    def __init__(self, home: str | Path | None, port: int = 0):
+        self.home = home
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home))
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RuntimeApiServer:
+        threading.Thread(target=self._server.serve_forever, name="mlops-runtime-api", daemon=True).start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,115 @@
+"""Application code reaches local endpoints unchanged: boto3's sagemaker-runtime and the AWS CLI against
+``mlops endpoints api`` (a real server process), answers and errors in the API's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from mlops.serving import supervisor
+from mlops.serving.runtime_api import ENV_VAR
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, make_model):
+    home = tmp_path_factory.mktemp("mlops")
+    model_dir = make_model(tmp_path_factory.mktemp("models"), "sum", offset=1.0)
+    supervisor.start_endpoint("sums", model_dir, supervisor.free_port(), home=home, workers=1)
+    port = supervisor.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    export = proc.stdout.readline().strip()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+        except urllib.error.HTTPError:
+            break  # it answers (404 for GET /)
+        except OSError:
+            time.sleep(0.05)
+    yield {"url": url, "export": export, "home": home}
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    supervisor.stop_endpoint("sums", home=home)
+
+
+def client(url: str):
+    return boto3.client(
+        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="local",
+        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}),
+    )  # fmt: skip
+
+
+def test_the_api_prints_what_to_export(api):
+    assert api["export"] == f"export {ENV_VAR}={api['url']}"
+
+
+def test_boto3_invoke_endpoint_answers_as_the_api_does(api):
+    response = client(api["url"]).invoke_endpoint(
+        EndpointName="sums", Body=json.dumps([[1, 2], [3, 4]]), ContentType="application/json",
+        Accept="application/json",
+    )  # fmt: skip
+    assert json.loads(response["Body"].read()) == [4.0, 8.0]
+    assert response["ContentType"] == "application/json"
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+
+
+def test_boto3_finds_the_api_through_the_environment_variable(api, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, api["url"])
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    body = (
+        boto3.client("sagemaker-runtime")
+        .invoke_endpoint(EndpointName="sums", Body="5,6\n", ContentType="text/csv", Accept="text/csv")["Body"]
+        .read()
+    )
+    assert body.decode().strip() == "12.0"
+
+
+def test_an_unknown_endpoint_is_a_validation_error(api):
+    with pytest.raises(ClientError) as err:
+        client(api["url"]).invoke_endpoint(EndpointName="nope", Body=b"[]", ContentType="application/json")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "Endpoint nope not found." in err.value.response["Error"]["Message"]
+
+
+def test_a_bad_payload_is_a_model_error_with_the_containers_status(api):
+    runtime = client(api["url"])
+    with pytest.raises(runtime.exceptions.ModelError) as err:
+        runtime.invoke_endpoint(EndpointName="sums", Body=b"{not json", ContentType="application/json")
+    assert err.value.response["OriginalStatusCode"] == 400
+    assert "Received client error (400) from model" in err.value.response["Error"]["Message"]
+    # the endpoint still answers afterwards
+    ok = runtime.invoke_endpoint(EndpointName="sums", Body="[[1]]", ContentType="application/json")
+    assert json.loads(ok["Body"].read()) == [2.0]
+
+
+def test_the_aws_cli_invokes_a_local_endpoint(api, tmp_path):
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [aws, "sagemaker-runtime", "invoke-endpoint", "--endpoint-name", "sums", "--body", "[[10, 20]]",
+         "--content-type", "application/json", str(out)],
+        env={**os.environ, **CREDENTIALS, ENV_VAR: api["url"]}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == [31.0]
+    assert json.loads(proc.stdout)["InvokedProductionVariant"] == "AllTraffic"
