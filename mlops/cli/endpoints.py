@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080, help="public port on 127.0.0.1 (default 8080)")
     p.add_argument("--workers", type=int, default=2, help="model server worker processes (default 2)")
     p.add_argument("--version", help="version label (default: the model dir's name)")
+    p.add_argument(
+        "--async-output", metavar="S3_URI",
+        help="take InvokeEndpointAsync too (mlops endpoints api), answers under this S3OutputPath",
+    )  # fmt: skip
+    p.add_argument("--async-failure", metavar="S3_URI", help="with --async-output: S3FailurePath for errors")
+    p.add_argument("--async-concurrency", type=int, metavar="N", help="MaxConcurrentInvocationsPerInstance")
+    p.add_argument(
+        "--success-topic", metavar="ARN", help="with --async-output: NotificationConfig SuccessTopic"
+    )
+    p.add_argument("--error-topic", metavar="ARN", help="with --async-output: NotificationConfig ErrorTopic")
 
     p = add("invoke", _invoke, "POST a payload file to an endpoint's /invocations and print the answer")
     p.add_argument("name")
@@ -59,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve the sagemaker-runtime API (InvokeEndpoint) over the local endpoints, for boto3 and the AWS CLI",
     )  # fmt: skip
     p.add_argument("--port", type=int, default=API_PORT, help=f"port on 127.0.0.1 (default {API_PORT})")
+
+    p = add("notifications", _notifications, "print the messages an async endpoint sent to a topic")
+    p.add_argument("topic", help="the topic's ARN (or name), as in NotificationConfig")
 
     p = add("url", _url, "print what an application exports to reach the local endpoints with boto3")
     p.add_argument("--port", type=int, default=API_PORT, help=f"the api's port (default {API_PORT})")
@@ -84,10 +98,12 @@ def _url(args) -> int:
 
 
 def _api(args) -> int:
+    from mlops.local.async_inference import AsyncQueue
     from mlops.serving.runtime_api import RuntimeApiServer
 
+    queue = AsyncQueue(args.home_root)
     try:
-        api = RuntimeApiServer(args.home_root, args.port)
+        api = RuntimeApiServer(args.home_root, args.port, backend=queue)
     except OSError as error:
         raise supervisor.EndpointError(
             f"--port {args.port}: cannot listen on 127.0.0.1 ({error.strerror})"
@@ -99,6 +115,8 @@ def _api(args) -> int:
         api.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        queue.close()
     return 0
 
 
@@ -163,8 +181,48 @@ def _start(args) -> int:
             home=args.home_root,
             workers=args.workers,
             version=args.version,
+            async_config=_async_config(args),
         )
     out().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
+    return 0
+
+
+def _async_config(args) -> dict | None:
+    """AsyncInferenceConfig from ``start``'s flags, checked before anything starts."""
+    extra = [
+        f for f in ("async_failure", "async_concurrency", "success_topic", "error_topic") if getattr(args, f)
+    ]
+    if not args.async_output:
+        if extra:
+            raise supervisor.EndpointError(f"--{extra[0].replace('_', '-')} needs --async-output")
+        return None
+    for flag in ("async_output", "async_failure"):
+        value = getattr(args, flag)
+        if value and not value.startswith("s3://"):
+            raise supervisor.EndpointError(f"--{flag.replace('_', '-')} {value!r}: give an s3:// URI")
+    if args.async_concurrency is not None and not 1 <= args.async_concurrency <= 1000:
+        raise supervisor.EndpointError(f"--async-concurrency {args.async_concurrency}: give 1 to 1000")
+    output: dict = {"S3OutputPath": args.async_output}
+    if args.async_failure:
+        output["S3FailurePath"] = args.async_failure
+    topics = {k: v for k, v in (("SuccessTopic", args.success_topic), ("ErrorTopic", args.error_topic)) if v}
+    if topics:
+        output["NotificationConfig"] = topics
+    config: dict = {"OutputConfig": output}
+    if args.async_concurrency:
+        config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": args.async_concurrency}
+    return config
+
+
+def _notifications(args) -> int:
+    from mlops.local.async_inference import read_topic
+
+    try:
+        messages = read_topic(args.home_root, args.topic)
+    except ValueError as error:
+        raise supervisor.EndpointError(str(error)) from None
+    for message in messages:
+        sys.stdout.write(json.dumps(message) + "\n")
     return 0
 
 

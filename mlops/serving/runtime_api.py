@@ -19,12 +19,16 @@ import json
 import logging
 import re
 import threading
+import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 ENV_VAR = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"  # botocore's service-specific endpoint variable
 _JSON = "application/x-amz-json-1.1"
 _FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
@@ -70,7 +74,62 @@ def invoke(endpoint: str, body: bytes, headers, home: str | Path | None) -> tupl
     return 200, [("Content-Type", content_type), ("x-Amzn-Invoked-Production-Variant", VARIANT)], payload
 
 
-def _handler(home: str | Path | None):
+class AsyncBackend(Protocol):
+    """Where InvokeEndpointAsync requests go: a queue that reads the input, invokes, writes the output."""
+
+    def submit(self, info, request: AsyncRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class AsyncRequest:
+    endpoint: str
+    inference_id: str
+    input_location: str
+    output_location: str
+    failure_location: str | None
+    content_type: str
+    accept: str | None
+    custom_attributes: str | None
+
+
+def invoke_async(endpoint: str, headers, home, backend: AsyncBackend | None) -> tuple[int, list, bytes]:
+    """``InvokeEndpointAsync``: queue the request and answer 202 with where its output will be."""
+    from mlops.serving.supervisor import EndpointError, get_endpoint
+
+    try:
+        info = get_endpoint(endpoint, home=home)
+    except EndpointError:
+        return _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
+    config = info.async_config or {}
+    output = (config.get("OutputConfig") or {}).get("S3OutputPath")
+    if backend is None or not output:
+        return _error(
+            400, "ValidationError", f"Endpoint {endpoint} is not configured for asynchronous inference."
+        )
+    source = headers.get("X-Amzn-SageMaker-InputLocation")
+    if not source or not source.startswith("s3://"):
+        return _error(400, "ValidationError", "InputLocation must be an s3:// URI of the request payload.")
+    inference_id = headers.get("X-Amzn-SageMaker-Inference-Id") or str(uuid.uuid4())
+    if not re.fullmatch(r"[\w.-]{1,64}", inference_id):
+        return _error(400, "ValidationError", f"InferenceId {inference_id!r} is not valid.")
+    failure = (config.get("OutputConfig") or {}).get("S3FailurePath")
+    request = AsyncRequest(
+        endpoint, inference_id, source, f"{output.rstrip('/')}/{inference_id}.out",
+        f"{failure.rstrip('/')}/{inference_id}-error.out" if failure else None,
+        headers.get("X-Amzn-SageMaker-Content-Type") or "application/octet-stream",
+        headers.get("X-Amzn-SageMaker-Accept"), headers.get("X-Amzn-SageMaker-Custom-Attributes"),
+    )  # fmt: skip
+    backend.submit(info, request)
+    answer = [
+        ("Content-Type", "application/json"),
+        ("X-Amzn-SageMaker-OutputLocation", request.output_location),
+    ]
+    if request.failure_location:
+        answer.append(("X-Amzn-SageMaker-FailureLocation", request.failure_location))
+    return 202, answer, json.dumps({"InferenceId": inference_id}).encode()
+
+
+def _handler(home: str | Path | None, backend: AsyncBackend | None = None):
     class RuntimeApi(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -88,11 +147,13 @@ def _handler(home: str | Path | None):
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            match = INVOKE_PATH.match(self.path.split("?")[0])
-            if not match:
+            path = self.path.split("?")[0]
+            if match := INVOKE_PATH.match(path):
+                self._answer(*invoke(match.group(1), body, self.headers, home))
+            elif match := ASYNC_PATH.match(path):
+                self._answer(*invoke_async(match.group(1), self.headers, home, backend))
+            else:
                 self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
-                return
-            self._answer(*invoke(match.group(1), body, self.headers, home))
 
         def do_GET(self):
             self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
@@ -103,9 +164,9 @@ def _handler(home: str | Path | None):
 class RuntimeApiServer:
     """``with RuntimeApiServer(home, port) as api: api.url``: the API on 127.0.0.1 (port 0: a free one)."""
 
-    def __init__(self, home: str | Path | None, port: int = 0):
+    def __init__(self, home: str | Path | None, port: int = 0, backend: AsyncBackend | None = None):
         self.home = home
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home, backend))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -302,7 +302,8 @@ class Invocations:
         if length is not None and length > MAX_PAYLOAD_BYTES:
             return _error(413, f"payload of {length} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
         content_type = _media_type(content_type, "application/json")
-        if content_type not in SUPPORTED_CONTENT_TYPES:
+        # a model's own input_fn takes any type (an async endpoint's bytes, images); the default, these two
+        if content_type not in SUPPORTED_CONTENT_TYPES and service.handlers.input_fn is default_input_fn:
             return _error(
                 415, f"unsupported Content-Type {content_type!r}; use {' or '.join(SUPPORTED_CONTENT_TYPES)}"
             )

@@ -55,6 +55,8 @@ SUCCEEDED, ROLLED_BACK, RESTARTED = "Succeeded", "RolledBack", "Restarted"
 VARIANTS = ("blue", "green")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
+ASYNC_PAYLOAD_MB = 1024  # InvokeEndpointAsync's payload limit (1 GB)
+PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"  # the model server's request limit (mlops.serving.server)
 DRAIN_S = 0.3  # after the front switched: let requests already sent to the old version finish
 UNIX_SCHEME = "http+unix://"  # a version's own URL when the host reaches it through a Unix socket
 SERVING_PORT = 8080  # the serving contract's port, inside a sandboxed server's network
@@ -129,6 +131,8 @@ class EndpointInfo:
     active: VersionInfo | None
     deployments: list[Deployment] = field(default_factory=list)
     generation: int = 0
+    # AsyncInferenceConfig (its OutputConfig and ClientConfig) when the endpoint takes InvokeEndpointAsync
+    async_config: dict | None = None
 
     @property
     def url(self) -> str:
@@ -209,6 +213,7 @@ def _from_json(doc: dict) -> EndpointInfo:
         active=active,
         deployments=[Deployment(**d) for d in doc.get("deployments", [])],
         generation=doc.get("generation", 0),
+        async_config=doc.get("async_config"),
     )
 
 
@@ -447,10 +452,22 @@ def _check_request(name: str, model_dir: Path, workers: int) -> None:
         raise EndpointError(f"endpoint {name!r}: workers must be >= 1 (got {workers})")
 
 
+def payload_mb(async_config: dict | None) -> int | None:
+    """The request size a model server takes: an async endpoint's payloads go up to 1 GB (real-time: 6 MB)."""
+    return ASYNC_PAYLOAD_MB if async_config else None
+
+
 def _start_version(
-    directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int, timeout: float
+    directory: Path,
+    name: str,
+    model_dir: Path,
+    variant: str,
+    version: str,
+    workers: int,
+    timeout: float,
+    payload: int | None = None,
 ) -> VersionInfo:
-    new = _spawn_version(directory, name, model_dir, variant, version, workers)
+    new = _spawn_version(directory, name, model_dir, variant, version, workers, payload)
     _wait_version(directory, name, new, timeout)
     return new
 
@@ -462,7 +479,13 @@ def _wait_version(directory: Path, name: str, new: VersionInfo, timeout: float) 
 
 
 def _spawn_version(
-    directory: Path, name: str, model_dir: Path, variant: str, version: str, workers: int
+    directory: Path,
+    name: str,
+    model_dir: Path,
+    variant: str,
+    version: str,
+    workers: int,
+    payload: int | None = None,
 ) -> VersionInfo:
     log_path = directory / f"{variant}.log"
     log_path.write_text("")  # a fresh log per version start; the previous version of this colour is gone
@@ -470,13 +493,16 @@ def _spawn_version(
     shutil.rmtree(ready_dir, ignore_errors=True)
     ready_dir.mkdir()
     if isolation.sandbox_mode() == isolation.BWRAP:
-        ref, port, sock = _spawn_sandboxed(directory, model_dir, variant, workers, log_path, ready_dir)
+        ref, port, sock = _spawn_sandboxed(
+            directory, model_dir, variant, workers, log_path, ready_dir, payload
+        )
     else:
         port, sock = free_port(), None
         serving = {
             "SAGEMAKER_BIND_TO_PORT": str(port),
             "SM_MODEL_DIR": str(model_dir),
             READY_DIR_ENV: str(ready_dir),
+            **({PAYLOAD_ENV: str(payload)} if payload else {}),
         }
         home = directory / f"{variant}.home"
         home.mkdir(exist_ok=True)
@@ -490,7 +516,13 @@ def _spawn_version(
 
 
 def _spawn_sandboxed(
-    directory: Path, model_dir: Path, variant: str, workers: int, log_path: Path, ready_dir: Path
+    directory: Path,
+    model_dir: Path,
+    variant: str,
+    workers: int,
+    log_path: Path,
+    ready_dir: Path,
+    payload: int | None = None,
 ) -> tuple[ProcessRef, int, str]:
     """A model server as a serving container runs: in namespaces of its own (network, pids, hostname), a root
     built from what it needs, the model read-only at ``/opt/ml/model``, port 8080 in its own network and an
@@ -510,6 +542,7 @@ def _spawn_sandboxed(
         "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT),
         "SM_MODEL_DIR": MODEL_PATH,
         READY_DIR_ENV: f"{RUN_PATH}/ready",
+        **({PAYLOAD_ENV: str(payload)} if payload else {}),
     }
     env = server_env(serving, Path(isolation.HOME_DIR))
     env["PYTHONPATH"] = TOOLKIT_PATH
@@ -603,8 +636,12 @@ def start_endpoint(
     variant: str = "blue",
     version: str | None = None,
     timeout: float = START_TIMEOUT_S,
+    async_config: dict | None = None,
 ) -> EndpointInfo:
-    """Start endpoint ``name`` serving ``model_dir`` on 127.0.0.1:``port``; returns once /ping answers 200."""
+    """Start endpoint ``name`` serving ``model_dir`` on 127.0.0.1:``port``; returns once /ping answers 200.
+
+    ``async_config``: an ``AsyncInferenceConfig`` (``OutputConfig.S3OutputPath`` at least): the endpoint also
+    takes InvokeEndpointAsync (:mod:`mlops.serving.runtime_api`), with payloads up to 1 GB."""
     model_dir = Path(model_dir).resolve()
     if variant not in VARIANTS:
         raise EndpointError(f"endpoint {name!r}: variant {variant!r} is not one of {', '.join(VARIANTS)}")
@@ -621,9 +658,16 @@ def start_endpoint(
         if _port_in_use(port):
             raise EndpointError(f"endpoint {name!r}: port {port} on 127.0.0.1 is already in use")
         active = _start_version(
-            directory, name, model_dir, variant, version or model_dir.name, workers, timeout
+            directory,
+            name,
+            model_dir,
+            variant,
+            version or model_dir.name,
+            workers,
+            timeout,
+            payload_mb(async_config),
         )
-        info = EndpointInfo(name, port, "Creating", _now(), None, active)
+        info = EndpointInfo(name, port, "Creating", _now(), None, active, async_config=async_config)
         try:
             _switch(directory, info, active)
             info.front = _start_front(directory, info, timeout)
@@ -684,7 +728,15 @@ def restart_dead_version(
             os.replace(log_path, log_path.with_name(f"{log_path.name}.prev"))  # keep the crash for reading
         log.warning("endpoint %s: model server pid %d (%s) is gone; starting a new one", name, dead.process.pid,
                     dead.version)  # fmt: skip
-        new = _spawn_version(directory, name, Path(dead.model_dir), dead.variant, dead.version, dead.workers)
+        new = _spawn_version(
+            directory,
+            name,
+            Path(dead.model_dir),
+            dead.variant,
+            dead.version,
+            dead.workers,
+            payload_mb(info.async_config),
+        )
         info.active = new  # recorded at once: a stop while it loads must find this process
         _save(info, home)
         try:
@@ -808,7 +860,16 @@ def deploy_blue_green(
             return DeploymentResult(ROLLED_BACK, reason, info, version)
 
         try:
-            new = _start_version(directory, name, new_model_dir, variant, version, workers, timeout)
+            new = _start_version(
+                directory,
+                name,
+                new_model_dir,
+                variant,
+                version,
+                workers,
+                timeout,
+                payload_mb(info.async_config),
+            )
         except EndpointError as err:
             return rolled_back(f"new version did not start: {err}")
         try:
