@@ -228,8 +228,22 @@ class RollbackAlarms(Strict):
     ] = 2
 
 
+class AsyncInference(Strict):
+    max_concurrent_invocations: Annotated[
+        int, Field(ge=1, le=1000, description="MaxConcurrentInvocationsPerInstance of the async queue.")
+    ] = 4
+    success_topic: Annotated[str | None, Field(description="SNS topic ARN told of each answer.")] = None
+    error_topic: Annotated[str | None, Field(description="SNS topic ARN told of each failure.")] = None
+
+
 class Endpoint(Strict):
     instance_type: Annotated[str, Field(description="Endpoint instance type.")]
+    asynchronous: Annotated[
+        AsyncInference | None,
+        Field(
+            description="Asynchronous inference (InvokeEndpointAsync; answers under <s3_root>/async/<stage>/)."
+        ),
+    ] = None
     instance_count: Annotated[int, Field(ge=1, le=100, description="Initial instance count.")] = 1
     autoscaling: Annotated[Autoscaling | None, Field(description="Target-tracking autoscaling.")] = None
     blue_green: Annotated[BlueGreen | None, Field(description="Blue/green traffic shifting.")] = None

@@ -104,3 +104,29 @@ def test_smoke_test_checks(invoker, passed, reason):
     assert report["passed"] is passed
     if reason:
         assert reason in report["reason"]
+
+
+def test_an_asynchronous_stage_gets_an_async_inference_config(monkeypatch):
+    from mlops.compile.compiler import compile_pipelines
+    from tests.project import PROJECT, load_config
+
+    monkeypatch.setenv("MLOPS__ENDPOINTS__STAGING__ASYNCHRONOUS__MAX_CONCURRENT_INVOCATIONS", "3")
+    monkeypatch.setenv(
+        "MLOPS__ENDPOINTS__STAGING__ASYNCHRONOUS__SUCCESS_TOPIC", "arn:aws:sns:eu-west-1:111122223333:ok"
+    )
+    cfg = load_config("prod")
+    d = compile_pipelines(PROJECT, cfg).definition("model-deploy")
+    staging = steps_by_name(d)["StagingEndpointConfig"]["Arguments"]
+    root = cfg.aws.s3_root
+    assert staging["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == f"{root}/async/staging/output"
+    assert (
+        staging["AsyncInferenceConfig"]["OutputConfig"]["S3FailurePath"] == f"{root}/async/staging/failures"
+    )
+    assert staging["AsyncInferenceConfig"]["OutputConfig"]["NotificationConfig"] == {
+        "SuccessTopic": "arn:aws:sns:eu-west-1:111122223333:ok"
+    }
+    assert staging["AsyncInferenceConfig"]["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 3}
+    production = next(s for s in steps_by_name(d)["PromoteToProduction"]["Arguments"]["IfSteps"]
+                      if s["Name"] == "ProductionEndpointConfig")["Arguments"]  # fmt: skip
+    assert "AsyncInferenceConfig" not in production
+    assert validate_definition(d) == []

@@ -76,9 +76,9 @@ class _Connection(http.client.HTTPConnection):
 class AsyncQueue:
     """The queue behind InvokeEndpointAsync for every local endpoint under ``home``."""
 
-    def __init__(self, home: str | Path):
+    def __init__(self, home: str | Path, store_root: Path | None = None):
         self.home = Path(home)
-        self.store = S3Store(self.home / "s3")
+        self.store = S3Store(Path(store_root) if store_root else self.home / "s3")
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._topics = threading.Lock()
@@ -145,7 +145,7 @@ class AsyncQueue:
                     f'Received client error ({response.status}) from model with message "{text}"'
                 )
             content_type = response.getheader("Content-Type") or "application/octet-stream"
-            with tempfile.NamedTemporaryFile(dir=self.home, prefix=".async-", delete=False) as out:
+            with tempfile.NamedTemporaryFile(dir=self.store.root, prefix=".async-", delete=False) as out:
                 shutil.copyfileobj(response, out, _CHUNK)
                 size = out.tell()
         finally:

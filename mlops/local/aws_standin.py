@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from mlops.local.s3_api import S3Api
-from mlops.serving.runtime_api import INVOKE_PATH
+from mlops.serving.runtime_api import ASYNC_PATH, INVOKE_PATH, invoke_async
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class LocalAws:
         self.s3 = S3Api(Path(store_root) if store_root else self.home / "s3", self._dir / "s3", region)
         self._servers: list[socketserver.BaseServer] = []
         self._moto = None
+        self._async = None
         self._moto_lock = threading.Lock()
         self.moto_port = 0
         self.tcp_port = 0
@@ -120,6 +121,8 @@ class LocalAws:
             server.shutdown()
             server.server_close()
         self.s3.close()
+        if self._async is not None:
+            self._async.close()
         with self._moto_lock:
             if self._moto is not None:
                 self._moto.stop()
@@ -195,9 +198,14 @@ class LocalAws:
             def _relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                match = INVOKE_PATH.match(self.path.split("?")[0])
-                if match and self.command == "POST":
-                    status, headers, payload = aws._invoke(match.group(1), body, self.headers)
+                path = self.path.split("?")[0]
+                invoke, queued = INVOKE_PATH.match(path), ASYNC_PATH.match(path)
+                if invoke and self.command == "POST":
+                    status, headers, payload = aws._invoke(invoke.group(1), body, self.headers)
+                elif queued and self.command == "POST":
+                    status, headers, payload = invoke_async(
+                        queued.group(1), self.headers, aws.home, aws._queue()
+                    )
                 else:
                     status, headers, payload = aws._forward(
                         "127.0.0.1", aws._moto_server_port(), self.command, self.path, body, self.headers
@@ -227,6 +235,15 @@ class LocalAws:
             return response.status, response.getheaders(), response.read()
         finally:
             conn.close()
+
+    def _queue(self):
+        """The asynchronous endpoints' queue (InvokeEndpointAsync from a job), made on first use."""
+        with self._moto_lock:
+            if self._async is None:
+                from mlops.local.async_inference import AsyncQueue
+
+                self._async = AsyncQueue(self.home, self.s3.store_root)
+            return self._async
 
     def _invoke(self, endpoint: str, body: bytes, headers) -> tuple[int, list, bytes]:
         """sagemaker-runtime InvokeEndpoint against the local endpoint of that name."""

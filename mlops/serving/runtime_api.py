@@ -49,6 +49,11 @@ def invoke(endpoint: str, body: bytes, headers, home: str | Path | None) -> tupl
         info = get_endpoint(endpoint, home=home)
     except EndpointError:
         return _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
+    if info.async_config:
+        return _error(
+            400, "ValidationError",
+            f"Endpoint {endpoint} is an asynchronous endpoint: call InvokeEndpointAsync with an InputLocation.",
+        )  # fmt: skip
     if info.active is None:  # an update in progress keeps serving its active version, as SageMaker does
         return _error(400, "ValidationError", f"Endpoint {endpoint} is {info.status}: no version serves it.")
     port = info.port

@@ -825,8 +825,11 @@ def deploy_blue_green(
     workers: int = 2,
     version: str | None = None,
     timeout: float = START_TIMEOUT_S,
+    async_config: dict | None = None,
 ) -> DeploymentResult:
     """Start ``new_model_dir`` beside the serving version, smoke-test it, then switch the front to it.
+
+    ``async_config``: the endpoint config's ``AsyncInferenceConfig`` (None: real-time only), kept from now on.
 
     ``smoke_test(url)`` gets the new version's own URL and raises (any exception) to reject it. On failure
     (start or smoke test) the new version is stopped, the old one keeps serving, and the result is
@@ -868,7 +871,7 @@ def deploy_blue_green(
                 version,
                 workers,
                 timeout,
-                payload_mb(info.async_config),
+                payload_mb(async_config),
             )
         except EndpointError as err:
             return rolled_back(f"new version did not start: {err}")
@@ -888,6 +891,7 @@ def deploy_blue_green(
                     _switch(directory, info, old)
             return rolled_back(f"switch failed: {err}")
         info.active, info.status = new, IN_SERVICE
+        info.async_config = async_config  # an UpdateEndpoint takes its new config's, once it serves
         info.deployments.append(
             Deployment(
                 _now(),

@@ -56,6 +56,27 @@ def build_endpoint_config(ctx: StepContext, stage: str, settings: Endpoint, mode
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
             **({"KmsKeyId": ctx.kms_key} if ctx.kms_key else {}),
         }
+    asynchronous = None
+    if settings.asynchronous is not None:
+        topics = {
+            key: value
+            for key, value in (
+                ("SuccessTopic", settings.asynchronous.success_topic),
+                ("ErrorTopic", settings.asynchronous.error_topic),
+            )
+            if value
+        }
+        asynchronous = {
+            "OutputConfig": {
+                "S3OutputPath": f"{ctx.cfg.aws.s3_root}/async/{stage}/output",
+                "S3FailurePath": f"{ctx.cfg.aws.s3_root}/async/{stage}/failures",
+                **({"NotificationConfig": topics} if topics else {}),
+                **({"KmsKeyId": ctx.kms_key} if ctx.kms_key else {}),
+            },
+            "ClientConfig": {
+                "MaxConcurrentInvocationsPerInstance": settings.asynchronous.max_concurrent_invocations
+            },
+        }
     args = ctx.session.create_endpoint_config(
         name=Join(on="-", values=[endpoint_name(ctx, stage), ExecutionVariables.PIPELINE_EXECUTION_ID]),
         production_variants=[
@@ -69,6 +90,7 @@ def build_endpoint_config(ctx: StepContext, stage: str, settings: Endpoint, mode
         tags=ctx.tags() or None,
         kms_key=ctx.kms_key,
         data_capture_config_dict=capture,
+        async_inference_config_dict=asynchronous,
     )
     return EndpointConfigStep(
         name=f"{stage.capitalize()}EndpointConfig",

@@ -14,6 +14,10 @@ def build(ctx: StepContext, samples_uri, endpoint_step):
     smoke = ctx.cfg.endpoints.smoke_test
     settings = ctx.cfg.steps.evaluate
     processor = ctx.processor(settings, settings.image, "smoke_test.py", "smoke-test")
+    # an asynchronous staging endpoint takes InvokeEndpointAsync only: payloads go through S3
+    asynchronous = []
+    if ctx.cfg.endpoints.staging.asynchronous is not None:
+        asynchronous = ["--async-input-uri", f"{ctx.cfg.aws.s3_root}/async/staging/smoke-test-input"]
     args = processor.run(
         inputs=[
             processing_input("samples", samples_uri, f"{PROCESSING_ROOT}/input/samples"),
@@ -21,7 +25,8 @@ def build(ctx: StepContext, samples_uri, endpoint_step):
         ],
         outputs=[processing_output("report", ctx.output_uri("smoke-test", "report"), f"{PROCESSING_ROOT}/output/report")],
         arguments=["--endpoint", endpoint_name(ctx, "staging"), "--samples", str(smoke.samples),
-                   "--min-accuracy", str(smoke.min_accuracy), "--max-p95-ms", str(smoke.max_p95_latency_ms)],
+                   "--min-accuracy", str(smoke.min_accuracy), "--max-p95-ms", str(smoke.max_p95_latency_ms),
+                   *asynchronous],
     )  # fmt: skip
     return ProcessingStep(
         name=NAME,

@@ -148,3 +148,52 @@ def test_staging_only_and_unapproved_packages(home, deploy_definition, model_tar
     assert record.status == "Succeeded"
     assert record.steps["ProductionEndpoint"].status == "NotExecuted"
     assert [e.name for e in supervisor.list_endpoints(home=home.root)] == ["digits-staging"]
+
+
+def test_a_stage_configured_asynchronous_takes_invoke_endpoint_async(
+    home, model_tar, digits_rows, monkeypatch
+):
+    """config endpoints.staging.asynchronous -> the EndpointConfig's AsyncInferenceConfig -> an endpoint that
+    boto3's invoke_endpoint_async reaches through the runtime API, answering under the configured path."""
+    import boto3
+
+    from mlops.local.async_inference import AsyncQueue, wait_for
+    from mlops.serving.runtime_api import RuntimeApiServer
+
+    monkeypatch.setenv("MLOPS__ENDPOINTS__STAGING__ASYNCHRONOUS__MAX_CONCURRENT_INVOCATIONS", "2")
+    monkeypatch.setenv("MLOPS__ENDPOINTS__SMOKE_TEST__MAX_P95_LATENCY_MS", "10000")  # a queue's round trip
+    monkeypatch.setenv("MLOPS__ENDPOINTS__SMOKE_TEST__SAMPLES", "20")
+    cfg = load_config("local")
+    definition = compile_pipelines(PROJECT, cfg).definition("model-deploy")
+    arn = register(home, model_tar)
+    record = deploy(home, definition, arn, SmokeTestDataUri=samples(home, digits_rows), TargetStage="staging")
+    assert record.status == "Succeeded", record.failure_reason
+    info = supervisor.get_endpoint("digits-staging", home=home.root)
+    assert info.async_config["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 2}
+    # the smoke test job went through S3 and InvokeEndpointAsync from inside its namespace
+    smoke_log = "\n".join(open(p).read() for p in record.steps["SmokeTest"].log_paths)
+    assert '"passed": true' in smoke_log and '"samples": 20' in smoke_log
+    inputs = S3Store(home.s3_root).list(f"{cfg.aws.s3_root}/async/staging/smoke-test-input/")
+    assert len(inputs) == 20
+    header, rows = digits_rows
+    store = S3Store(home.s3_root)
+    known = [r.split(",") for r in rows[:5]]
+    store.put_bytes(
+        "s3://mlops-local/requests/five.json",
+        json.dumps({"instances": [[float(v) for v in r[:-1]] for r in known]}).encode(),
+    )
+    queue = AsyncQueue(home.root)
+    with RuntimeApiServer(home.root, backend=queue) as api:
+        runtime = boto3.client(
+            "sagemaker-runtime", endpoint_url=api.url, region_name="us-east-1", aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )  # fmt: skip
+        answer = runtime.invoke_endpoint_async(
+            EndpointName="digits-staging", InputLocation="s3://mlops-local/requests/five.json",
+            ContentType="application/json",
+        )  # fmt: skip
+        assert answer["OutputLocation"].startswith(f"{cfg.aws.s3_root}/async/staging/output/")
+        assert wait_for(store, answer["OutputLocation"], timeout=60)
+    queue.close()
+    predictions = json.loads(store.path(answer["OutputLocation"]).read_text())["predictions"]
+    assert len(predictions) == 5

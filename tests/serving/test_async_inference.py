@@ -178,6 +178,15 @@ def test_bad_async_requests_are_validation_errors(api, kwargs, words):
     assert words in err.value.response["Error"]["Message"]
 
 
+def test_an_asynchronous_endpoint_takes_no_invoke_endpoint(api):
+    with pytest.raises(ClientError) as err:
+        api["runtime"].invoke_endpoint(
+            EndpointName="digest", Body=b"x", ContentType="application/octet-stream"
+        )
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "asynchronous endpoint: call InvokeEndpointAsync" in err.value.response["Error"]["Message"]
+
+
 def test_the_cli_prints_a_topics_messages(api):
     proc = subprocess.run(
         [sys.executable, "-m", "mlops.cli.main", "endpoints", "notifications", SUCCESS, "--home", str(api["home"])],

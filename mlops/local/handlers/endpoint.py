@@ -137,6 +137,7 @@ def create_or_update_endpoint(
         # the variant's instances become server workers; one core stays for the front and the clients
         workers=max(1, min(int(variants[0].get("InitialInstanceCount") or 1), (os.cpu_count() or 2) - 1)),
         version=version,
+        async_config=config.get("AsyncInferenceConfig"),
     )
     if result.status != "Succeeded":
         kept = "the previous version keeps serving" if result.endpoint.active else "nothing deployed"

@@ -4,6 +4,7 @@ On SageMaker it runs as a processing job calling the endpoint through boto3's sa
 deploy calls ``run_smoke_test`` with an HTTP invoker against the local endpoint. Same checks, same report.
 
     python3 smoke_test.py --endpoint NAME --samples 100 --min-accuracy 0.85 --max-p95-ms 200
+        [--async-input-uri s3://bucket/prefix]   (an asynchronous endpoint: InvokeEndpointAsync)
 """
 
 from __future__ import annotations
@@ -105,18 +106,74 @@ def _boto_invoker(endpoint: str):
     return invoke
 
 
+def _async_invoker(endpoint: str, input_uri: str, timeout_s: float = 120.0, poll_s: float = 0.02):
+    """An asynchronous endpoint takes no InvokeEndpoint: each payload goes to S3 under ``input_uri``,
+    InvokeEndpointAsync queues it, and the answer is read from its OutputLocation once it appears (its
+    FailureLocation, if that appears first). The latency measured is the whole round trip."""
+    import uuid
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    runtime, s3 = boto3.client("sagemaker-runtime"), boto3.client("s3")
+    bucket, _, prefix = input_uri[len("s3://") :].partition("/")
+
+    def split(uri: str) -> tuple[str, str]:
+        b, _, k = uri[len("s3://") :].partition("/")
+        return b, k
+
+    def read(uri: str | None) -> bytes | None:
+        if not uri:
+            return None
+        try:
+            b, k = split(uri)
+            return s3.get_object(Bucket=b, Key=k)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def invoke(body: bytes, content_type: str) -> tuple[int, bytes]:
+        key = f"{prefix.rstrip('/')}/{uuid.uuid4()}.json".lstrip("/")
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+            response = runtime.invoke_endpoint_async(
+                EndpointName=endpoint, InputLocation=f"s3://{bucket}/{key}", ContentType=content_type,
+                Accept="application/json",
+            )  # fmt: skip
+        except ClientError as exc:
+            return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500), str(exc).encode()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answer = read(response.get("OutputLocation"))
+            if answer is not None:
+                return 200, answer
+            failure = read(response.get("FailureLocation"))
+            if failure is not None:
+                return 500, failure
+            time.sleep(poll_s)
+        return 504, f"no answer at {response.get('OutputLocation')} within {timeout_s:.0f} s".encode()
+
+    return invoke
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--min-accuracy", type=float, required=True)
     parser.add_argument("--max-p95-ms", type=float, required=True)
+    parser.add_argument(
+        "--async-input-uri", help="the endpoint is asynchronous: put payloads under this S3 prefix"
+    )
     args = parser.parse_args(argv)
+    if args.async_input_uri:
+        invoker = _async_invoker(args.endpoint, args.async_input_uri)
+    else:
+        invoker = _boto_invoker(args.endpoint)
     try:
         rows, labels = load_samples(SAMPLES_DIR, args.samples)
-        report = run_smoke_test(
-            _boto_invoker(args.endpoint), rows, labels, args.min_accuracy, args.max_p95_ms
-        )
+        report = run_smoke_test(invoker, rows, labels, args.min_accuracy, args.max_p95_ms)
     except SmokeTestFailed as exc:
         report = {"passed": False, "reason": f"smoke test failed: {exc}"}
     os.makedirs(REPORT_DIR, exist_ok=True)
