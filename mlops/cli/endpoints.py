@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--success-topic", metavar="ARN", help="with --async-output: NotificationConfig SuccessTopic"
     )
     p.add_argument("--error-topic", metavar="ARN", help="with --async-output: NotificationConfig ErrorTopic")
+    p.add_argument(
+        "--capture", metavar="S3_URI", help="capture what the sagemaker-runtime API passes, under this prefix"
+    )
+    p.add_argument(
+        "--capture-percent", type=int, default=100, metavar="N", help="with --capture: sampling (100)"
+    )
 
     p = add("invoke", _invoke, "POST a payload file to an endpoint's /invocations and print the answer")
     p.add_argument("name")
@@ -99,11 +105,12 @@ def _url(args) -> int:
 
 def _api(args) -> int:
     from mlops.local.async_inference import AsyncQueue
+    from mlops.local.data_capture import DataCapture
     from mlops.serving.runtime_api import RuntimeApiServer
 
     queue = AsyncQueue(args.home_root)
     try:
-        api = RuntimeApiServer(args.home_root, args.port, backend=queue)
+        api = RuntimeApiServer(args.home_root, args.port, backend=queue, capture=DataCapture(args.home_root))
     except OSError as error:
         raise supervisor.EndpointError(
             f"--port {args.port}: cannot listen on 127.0.0.1 ({error.strerror})"
@@ -182,6 +189,7 @@ def _start(args) -> int:
             workers=args.workers,
             version=args.version,
             async_config=_async_config(args),
+            data_capture=_data_capture(args),
         )
     out().print(f"[green]{e.name}[/] InService at {e.url} (version {e.active.version})")
     return 0
@@ -212,6 +220,21 @@ def _async_config(args) -> dict | None:
     if args.async_concurrency:
         config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": args.async_concurrency}
     return config
+
+
+def _data_capture(args) -> dict | None:
+    if not args.capture:
+        return None
+    if not args.capture.startswith("s3://"):
+        raise supervisor.EndpointError(f"--capture {args.capture!r}: give an s3:// URI")
+    if not 0 <= args.capture_percent <= 100:
+        raise supervisor.EndpointError(f"--capture-percent {args.capture_percent}: give 0 to 100")
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": args.capture_percent,
+        "DestinationS3Uri": args.capture,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    }
 
 
 def _notifications(args) -> int:

@@ -102,6 +102,7 @@ class LocalAws:
         self._servers: list[socketserver.BaseServer] = []
         self._moto = None
         self._async = None
+        self._capture = None
         self._moto_lock = threading.Lock()
         self.moto_port = 0
         self.tcp_port = 0
@@ -249,7 +250,12 @@ class LocalAws:
         """sagemaker-runtime InvokeEndpoint against the local endpoint of that name."""
         from mlops.serving.runtime_api import invoke
 
-        return invoke(endpoint, body, headers, self.home)
+        with self._moto_lock:
+            if self._capture is None:
+                from mlops.local.data_capture import DataCapture
+
+                self._capture = DataCapture(self.home, self.s3.store_root)
+        return invoke(endpoint, body, headers, self.home, self._capture)
 
 
 def forwarders_command(python: str, bridges, ready: str) -> list[str]:

@@ -41,8 +41,17 @@ def _error(status: int, kind: str, message: str, **extra) -> tuple[int, list, by
     return status, [("Content-Type", _JSON), ("x-amzn-ErrorType", kind)], json.dumps(body).encode()
 
 
-def invoke(endpoint: str, body: bytes, headers, home: str | Path | None) -> tuple[int, list, bytes]:
-    """``InvokeEndpoint`` on the local endpoint ``endpoint``: ``(status, headers, body)`` as the API answers."""
+class CaptureSink(Protocol):
+    """Where an endpoint's DataCaptureConfig sends what it captures (:mod:`mlops.local.data_capture`)."""
+
+    def record(self, info, variant: str, request: tuple[bytes, str | None], response: tuple[bytes, str]): ...
+
+
+def invoke(
+    endpoint: str, body: bytes, headers, home: str | Path | None, capture: CaptureSink | None = None
+) -> tuple[int, list, bytes]:
+    """``InvokeEndpoint`` on the local endpoint ``endpoint``: ``(status, headers, body)`` as the API answers;
+    ``capture`` records it when the endpoint's config captures data."""
     from mlops.serving.supervisor import EndpointError, get_endpoint
 
     try:
@@ -75,6 +84,8 @@ def invoke(endpoint: str, body: bytes, headers, home: str | Path | None) -> tupl
             424, "ModelError", f"Received client error ({status}) from model with message \"{text}\".",
             OriginalStatusCode=status, OriginalMessage=text,
         )  # fmt: skip
+    if capture is not None and info.data_capture:
+        capture.record(info, VARIANT, (body, out.get("Content-Type")), (payload, content_type))
     # one production variant per local endpoint (blue/green versions are not variants)
     return 200, [("Content-Type", content_type), ("x-Amzn-Invoked-Production-Variant", VARIANT)], payload
 
@@ -134,7 +145,9 @@ def invoke_async(endpoint: str, headers, home, backend: AsyncBackend | None) -> 
     return 202, answer, json.dumps({"InferenceId": inference_id}).encode()
 
 
-def _handler(home: str | Path | None, backend: AsyncBackend | None = None):
+def _handler(
+    home: str | Path | None, backend: AsyncBackend | None = None, capture: CaptureSink | None = None
+):
     class RuntimeApi(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -154,7 +167,7 @@ def _handler(home: str | Path | None, backend: AsyncBackend | None = None):
             body = self.rfile.read(length) if length else b""
             path = self.path.split("?")[0]
             if match := INVOKE_PATH.match(path):
-                self._answer(*invoke(match.group(1), body, self.headers, home))
+                self._answer(*invoke(match.group(1), body, self.headers, home, capture))
             elif match := ASYNC_PATH.match(path):
                 self._answer(*invoke_async(match.group(1), self.headers, home, backend))
             else:
@@ -169,9 +182,12 @@ def _handler(home: str | Path | None, backend: AsyncBackend | None = None):
 class RuntimeApiServer:
     """``with RuntimeApiServer(home, port) as api: api.url``: the API on 127.0.0.1 (port 0: a free one)."""
 
-    def __init__(self, home: str | Path | None, port: int = 0, backend: AsyncBackend | None = None):
+    def __init__(
+        self, home: str | Path | None, port: int = 0, backend: AsyncBackend | None = None,
+        capture: CaptureSink | None = None,
+    ):  # fmt: skip
         self.home = home
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home, backend))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home, backend, capture))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -133,6 +133,8 @@ class EndpointInfo:
     generation: int = 0
     # AsyncInferenceConfig (its OutputConfig and ClientConfig) when the endpoint takes InvokeEndpointAsync
     async_config: dict | None = None
+    # DataCaptureConfig when the endpoint captures what the sagemaker-runtime API passes it
+    data_capture: dict | None = None
 
     @property
     def url(self) -> str:
@@ -214,6 +216,7 @@ def _from_json(doc: dict) -> EndpointInfo:
         deployments=[Deployment(**d) for d in doc.get("deployments", [])],
         generation=doc.get("generation", 0),
         async_config=doc.get("async_config"),
+        data_capture=doc.get("data_capture"),
     )
 
 
@@ -637,6 +640,7 @@ def start_endpoint(
     version: str | None = None,
     timeout: float = START_TIMEOUT_S,
     async_config: dict | None = None,
+    data_capture: dict | None = None,
 ) -> EndpointInfo:
     """Start endpoint ``name`` serving ``model_dir`` on 127.0.0.1:``port``; returns once /ping answers 200.
 
@@ -667,7 +671,9 @@ def start_endpoint(
             timeout,
             payload_mb(async_config),
         )
-        info = EndpointInfo(name, port, "Creating", _now(), None, active, async_config=async_config)
+        info = EndpointInfo(
+            name, port, "Creating", _now(), None, active, async_config=async_config, data_capture=data_capture
+        )
         try:
             _switch(directory, info, active)
             info.front = _start_front(directory, info, timeout)
@@ -826,6 +832,7 @@ def deploy_blue_green(
     version: str | None = None,
     timeout: float = START_TIMEOUT_S,
     async_config: dict | None = None,
+    data_capture: dict | None = None,
 ) -> DeploymentResult:
     """Start ``new_model_dir`` beside the serving version, smoke-test it, then switch the front to it.
 
@@ -891,7 +898,8 @@ def deploy_blue_green(
                     _switch(directory, info, old)
             return rolled_back(f"switch failed: {err}")
         info.active, info.status = new, IN_SERVICE
-        info.async_config = async_config  # an UpdateEndpoint takes its new config's, once it serves
+        # an UpdateEndpoint takes its new config's settings, once the new version serves
+        info.async_config, info.data_capture = async_config, data_capture
         info.deployments.append(
             Deployment(
                 _now(),

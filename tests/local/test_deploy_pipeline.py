@@ -123,6 +123,13 @@ def test_approved_package_is_deployed_smoke_tested_and_answers(
     # the smoke test job ran inside its namespace and reached staging through the gateway
     smoke_log = "\n".join(open(p).read() for p in record.steps["SmokeTest"].log_paths)
     assert '"passed": true' in smoke_log
+    # staging captures every invocation (data_capture_percent 100): the smoke test's 100 requests
+    cfg = load_config("local")
+    captured = S3Store(home.s3_root).list(f"{cfg.aws.s3_root}/data-capture/staging/digits-staging/AllTraffic/")
+    assert len(captured) == cfg.endpoints.smoke_test.samples
+    event = json.loads(S3Store(home.s3_root).path(captured[0]).read_text())["captureData"]
+    assert event["endpointInput"]["encoding"] == "JSON" and "instances" in event["endpointInput"]["data"]
+    assert "predictions" in event["endpointOutput"]["data"]
 
 
 def test_failed_smoke_test_stops_before_production(home, deploy_definition, model_tar, digits_rows):

@@ -113,3 +113,71 @@ def test_the_aws_cli_invokes_a_local_endpoint(api, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text()) == [31.0]
     assert json.loads(proc.stdout)["InvokedProductionVariant"] == "AllTraffic"
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory, make_model):
+    """An endpoint capturing half of its invocations, behind an in-process API with the store's capture."""
+    from mlops.local.data_capture import DataCapture
+    from mlops.serving.runtime_api import RuntimeApiServer
+
+    home = tmp_path_factory.mktemp("mlops")
+    model_dir = make_model(tmp_path_factory.mktemp("models"), "sum")
+    config = {
+        "EnableCapture": True, "InitialSamplingPercentage": 50, "DestinationS3Uri": "s3://capture/endpoints",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    }  # fmt: skip
+    supervisor.start_endpoint(
+        "cap", model_dir, supervisor.free_port(), home=home, workers=1, data_capture=config
+    )
+    with RuntimeApiServer(home, capture=DataCapture(home)) as server:
+        yield {"home": home, "url": server.url}
+    supervisor.stop_endpoint("cap", home=home)
+
+
+def test_data_capture_samples_the_configured_share_in_sagemakers_format(captured):
+    from mlops.local.s3store import S3Store
+
+    runtime = client(captured["url"])
+    for i in range(200):
+        runtime.invoke_endpoint(
+            EndpointName="cap", Body=f"{i},1\n", ContentType="text/csv", Accept="text/csv"
+        )
+    files = S3Store(captured["home"] / "s3").list("s3://capture/endpoints/cap/AllTraffic/")
+    assert 50 < len(files) < 150  # 50% of 200: outside this band once in about 10^12 runs
+    record = json.loads(S3Store(captured["home"] / "s3").path(files[0]).read_text())
+    data = record["captureData"]
+    assert data["endpointInput"]["mode"] == "INPUT" and data["endpointInput"]["encoding"] == "CSV"
+    assert data["endpointInput"]["observedContentType"] == "text/csv"
+    i = int(data["endpointInput"]["data"].split(",")[0])
+    assert (
+        data["endpointOutput"]["mode"] == "OUTPUT" and data["endpointOutput"]["data"].strip() == f"{i + 1}.0"
+    )
+    assert record["eventVersion"] == "0" and record["eventMetadata"]["eventId"]
+    # the key carries the endpoint, the variant and the hour, as SageMaker lays captures out
+    assert files[0].split("/")[4:6] == ["cap", "AllTraffic"] and len(files[0].split("/")) == 11
+
+
+def test_a_binary_payload_is_captured_in_base64(captured):
+    import base64
+
+    from mlops.local.data_capture import DataCapture
+    from mlops.serving.supervisor import get_endpoint
+
+    info = get_endpoint("cap", home=captured["home"])
+    sink = DataCapture(captured["home"], sample=lambda: 0.0)
+    uri = sink.record(info, "AllTraffic", (b"\x89PNG\x00", "image/png"), (b'{"a": 1}', "application/json"))
+    from mlops.local.s3store import S3Store
+
+    record = json.loads(S3Store(captured["home"] / "s3").path(uri).read_text())["captureData"]
+    assert record["endpointInput"]["encoding"] == "BASE64"
+    assert base64.b64decode(record["endpointInput"]["data"]) == b"\x89PNG\x00"
+    assert record["endpointOutput"] == {
+        "observedContentType": "application/json", "mode": "OUTPUT", "data": '{"a": 1}', "encoding": "JSON",
+    }  # fmt: skip
+    assert (
+        DataCapture(captured["home"], sample=lambda: 0.99).record(
+            info, "AllTraffic", (b"x", None), (b"y", "t")
+        )
+        is None
+    )

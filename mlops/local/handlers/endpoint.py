@@ -138,6 +138,7 @@ def create_or_update_endpoint(
         workers=max(1, min(int(variants[0].get("InitialInstanceCount") or 1), (os.cpu_count() or 2) - 1)),
         version=version,
         async_config=config.get("AsyncInferenceConfig"),
+        data_capture=config.get("DataCaptureConfig"),
     )
     if result.status != "Succeeded":
         kept = "the previous version keeps serving" if result.endpoint.active else "nothing deployed"
