@@ -3,15 +3,14 @@ through the real ``sagemaker-training`` toolkit and, on PyTorch images, ``sagema
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import textwrap
 
 import pytest
 
 from mlops.local.aws_standin import LocalAws
 from mlops.local.runtime import run_processing_job, run_training_job
+from tests.archives import targz
 from tests.local.test_training_job import model_files
 
 PYTORCH = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
@@ -133,17 +132,6 @@ def test_a_scikit_learn_estimator_gets_its_hyperparameters_as_arguments(store, t
     assert got == {"n": 50, "criterion": "gini", "hps": {"n-estimators": 50, "criterion": "gini"}}
 
 
-def _sourcedir(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 # A small pure-Python requirement with a dependency of its own, in neither the project's env nor an image's.
 REQUIREMENTS = "# what the entry point imports\npython-slugify==8.0.4\n--prefer-binary\n"
 USES_REQUIREMENT = textwrap.dedent(
@@ -166,7 +154,7 @@ def test_the_submit_directorys_requirements_are_installed_as_the_toolkit_asks(
     ``pip install -r requirements.txt`` runs in the job (no index reachable) and finds it satisfied."""
     store.put_bytes(
         "s3://b/src/sourcedir.tar.gz",
-        _sourcedir({"train.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
+        targz({"train.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
     )
     req = framework_request(store, image, "", count=1, hps={})
     req["HyperParameters"]["sagemaker_submit_directory"] = '"s3://b/src/sourcedir.tar.gz"'
@@ -192,7 +180,7 @@ def test_the_submit_directorys_requirements_are_installed_as_the_toolkit_asks(
 def _unsatisfiable(store, requirements: str) -> dict:
     store.put_bytes(
         "s3://b/src/sourcedir.tar.gz",
-        _sourcedir({"train.py": "print('entry point ran')\n", "requirements.txt": requirements}),
+        targz({"train.py": "print('entry point ran')\n", "requirements.txt": requirements}),
     )
     req = framework_request(store, PYTORCH, "", count=1, hps={})
     req["HyperParameters"]["sagemaker_submit_directory"] = '"s3://b/src/sourcedir.tar.gz"'
@@ -245,7 +233,7 @@ RUNPROC = textwrap.dedent(
 def test_a_framework_processor_installs_its_requirements(store, tmp_path, bwrap_mode):
     store.put_bytes(
         "s3://b/proc/sourcedir.tar.gz",
-        _sourcedir({"process.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
+        targz({"process.py": USES_REQUIREMENT, "requirements.txt": REQUIREMENTS}),
     )
     store.put_bytes("s3://b/proc/runproc.sh", RUNPROC.encode())
     req = {

@@ -3,14 +3,13 @@ batch data plane; order, join, filters, sharding over instances, failures."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 import textwrap
 
 import pytest
 
 from mlops.local.runtime import JobRequestError
 from mlops.local.runtime.transform import run_transform_job
+from tests.archives import targz
 
 # The PyTorch serving handler contract (code/inference.py): model_fn is required, the defaults parse CSV into
 # a float array and write one CSV line per prediction. The model sums each row's features.
@@ -28,21 +27,8 @@ INFERENCE = textwrap.dedent(
 )
 
 
-def model_tar(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def seed(store, rows_per_object=(400, 7)):
-    store.put_bytes(
-        "s3://b/model/model.tar.gz", model_tar({"weight.txt": "2", "code/inference.py": INFERENCE})
-    )
+    store.put_bytes("s3://b/model/model.tar.gz", targz({"weight.txt": "2", "code/inference.py": INFERENCE}))
     for i, n in enumerate(rows_per_object):
         lines = [f"id{i}-{r},{r},{i}" for r in range(n)]
         store.put_bytes(f"s3://b/in/part-{i}.csv", ("\n".join(lines) + "\n").encode())
@@ -104,7 +90,7 @@ def test_a_model_error_fails_the_job_naming_the_object_and_uploads_nothing(store
 
 def test_a_model_whose_server_cannot_start_fails_with_its_error(store, tmp_path, bwrap_mode):
     seed(store)
-    broken = model_tar({"code/inference.py": "def model_fn(d):\n    raise ImportError('no such lib')\n"})
+    broken = targz({"code/inference.py": "def model_fn(d):\n    raise ImportError('no such lib')\n"})
     store.put_bytes("s3://b/model/model.tar.gz", broken)
     res = run_transform_job(request(), job_name="t-3", store=store, job_dir=tmp_path / "job", model=MODEL)
     assert res.status == "Failed" and "no such lib" in res.failure_reason, res.failure_reason
@@ -121,7 +107,7 @@ def test_a_model_whose_server_cannot_start_fails_with_its_error(store, tmp_path,
 )  # fmt: skip
 def test_what_cannot_be_served_is_refused_before_start(store, tmp_path, bwrap_mode, model, words):
     seed(store)
-    store.put_bytes("s3://b/plain/model.tar.gz", model_tar({"model.bin": "x"}))
+    store.put_bytes("s3://b/plain/model.tar.gz", targz({"model.bin": "x"}))
     with pytest.raises(JobRequestError, match=words):
         run_transform_job(
             request(),

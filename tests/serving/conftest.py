@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
 import sys
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +172,27 @@ def digits_model(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("digits") / "digits-v1"
     x_test, y_test = train_digits_model(model_dir)
     return model_dir, x_test, y_test
+
+
+@contextlib.contextmanager
+def runtime_api_process(home: Path):
+    """``mlops endpoints api`` as a user starts it, on a free port: yields (url, the line it printed)."""
+    port = supervisor.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        export = proc.stdout.readline().strip()
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+            except urllib.error.HTTPError:
+                break  # it answers (404 for GET /)
+            except OSError:
+                time.sleep(0.05)
+        yield url, export
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

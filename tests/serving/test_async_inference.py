@@ -3,14 +3,13 @@ a 200 MB payload from the store to the model and its answer back, failures, noti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import boto3
 import pytest
@@ -20,7 +19,7 @@ from botocore.exceptions import ClientError
 from mlops.local.async_inference import read_topic, wait_for
 from mlops.local.s3store import S3Store
 from mlops.serving import supervisor
-from tests.serving.conftest import make_model_dir
+from tests.serving.conftest import make_model_dir, runtime_api_process
 
 # Answers with the payload's digest and size: the test can tell the model saw every byte.
 DIGEST_INFERENCE = """
@@ -65,27 +64,14 @@ def api(tmp_path_factory):
         "realtime", make_model_dir(tmp_path_factory.mktemp("m2"), "rt", DIGEST_INFERENCE), supervisor.free_port(),
         home=home, workers=1,
     )  # fmt: skip
-    port = supervisor.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    proc.stdout.readline()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            time.sleep(0.05)
+    stack = contextlib.ExitStack()
+    url, _ = stack.enter_context(runtime_api_process(home))
     runtime = boto3.client(
         "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="local",
         aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}),
     )  # fmt: skip
     yield {"home": home, "runtime": runtime, "store": S3Store(home / "s3")}
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    stack.close()
     for name in ("digest", "realtime"):
         supervisor.stop_endpoint(name, home=home)
 

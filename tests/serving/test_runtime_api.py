@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
 import boto3
 import pytest
@@ -18,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from mlops.serving import supervisor
 from mlops.serving.runtime_api import ENV_VAR
+from tests.serving.conftest import runtime_api_process
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -31,23 +29,8 @@ def api(tmp_path_factory, make_model):
     home = tmp_path_factory.mktemp("mlops")
     model_dir = make_model(tmp_path_factory.mktemp("models"), "sum", offset=1.0)
     supervisor.start_endpoint("sums", model_dir, supervisor.free_port(), home=home, workers=1)
-    port = supervisor.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    export = proc.stdout.readline().strip()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-        except urllib.error.HTTPError:
-            break  # it answers (404 for GET /)
-        except OSError:
-            time.sleep(0.05)
-    yield {"url": url, "export": export, "home": home}
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
+    with runtime_api_process(home) as (url, export):
+        yield {"url": url, "export": export, "home": home}
     supervisor.stop_endpoint("sums", home=home)
 
 
