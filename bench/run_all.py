@@ -15,6 +15,7 @@ BENCHES = [
     ("S3 API inside a job vs local disk", ["bench_s3_api.py"]),
     ("image environment: first build vs cached", ["bench_image_env.py"]),
     ("batch transform vs the model's predict in a loop", ["bench_transform.py"]),
+    ("asynchronous inference end to end vs InvokeEndpoint", ["bench_async.py"]),
 ]
 
 
