@@ -18,8 +18,10 @@ import http.client
 import json
 import logging
 import re
+import struct
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
+STREAM_PATH = re.compile(r"^/endpoints/([^/]+)/invocations-response-stream$")
+_PART_BYTES = 64 * 1024  # a PayloadPart carries at most this much of what the model has sent so far
 ENV_VAR = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"  # botocore's service-specific endpoint variable
 _JSON = "application/x-amz-json-1.1"
 _FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
@@ -39,6 +43,66 @@ VARIANT = "AllTraffic"  # the SDK's name for a single production variant
 def _error(status: int, kind: str, message: str, **extra) -> tuple[int, list, bytes]:
     body = {"__type": kind, "message": message, **extra}
     return status, [("Content-Type", _JSON), ("x-amzn-ErrorType", kind)], json.dumps(body).encode()
+
+
+def event_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One message of the AWS event stream encoding (``application/vnd.amazon.eventstream``): a prelude of
+    total and header lengths with its CRC32, string-typed headers, the payload, the message's CRC32."""
+    encoded = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+        for k, v in headers.items()
+    )
+    prelude = struct.pack(">II", 16 + len(encoded) + len(payload), len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def _part(data: bytes) -> bytes:
+    return event_message(
+        {":event-type": "PayloadPart", ":content-type": "application/octet-stream", ":message-type": "event"},
+        data,
+    )
+
+
+def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_part) -> None:
+    """``InvokeEndpointWithResponseStream``: the model's answer as PayloadPart events, each sent as soon as
+    that much of it arrived from the model server. ``write_head(status, headers, body_or_None)`` starts the
+    answer (an error is a whole JSON answer instead); ``write_part(bytes)`` sends one event."""
+    from mlops.serving.supervisor import EndpointError, get_endpoint
+
+    try:
+        info = get_endpoint(endpoint, home=home)
+    except EndpointError:
+        return write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} not found."))
+    if info.async_config or info.active is None:
+        why = "an asynchronous endpoint" if info.async_config else f"{info.status}: no version serves it"
+        return write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} is {why}."))
+    out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
+    if headers.get("X-Amzn-SageMaker-Accept"):
+        out["Accept"] = headers.get("X-Amzn-SageMaker-Accept")
+    out.setdefault("Content-Type", "application/octet-stream")
+    conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
+    try:
+        conn.request("POST", "/invocations", body=body, headers=out)
+        response = conn.getresponse()
+        if response.status >= 400:
+            text = response.read().decode("utf-8", "replace")[:1000]
+            return write_head(*_error(
+                424, "ModelError", f"Received client error ({response.status}) from model with message \"{text}\".",
+                OriginalStatusCode=response.status, OriginalMessage=text,
+            ))  # fmt: skip
+        content_type = response.getheader("Content-Type") or "application/octet-stream"
+        write_head(200, [("Content-Type", "application/vnd.amazon.eventstream"),
+                         ("X-Amzn-SageMaker-Content-Type", content_type),
+                         ("x-Amzn-Invoked-Production-Variant", VARIANT)], None)  # fmt: skip
+        while chunk := response.read1(_PART_BYTES):
+            write_part(_part(chunk))
+    except OSError as err:
+        return write_head(
+            *_error(424, "ModelError", f"Received server error (0) from model: {err}", OriginalStatusCode=0)
+        )
+    finally:
+        conn.close()
 
 
 class CaptureSink(Protocol):
@@ -168,10 +232,34 @@ def _handler(
             path = self.path.split("?")[0]
             if match := INVOKE_PATH.match(path):
                 self._answer(*invoke(match.group(1), body, self.headers, home, capture))
+            elif match := STREAM_PATH.match(path):
+                self._stream(match.group(1), body)
             elif match := ASYNC_PATH.match(path):
                 self._answer(*invoke_async(match.group(1), self.headers, home, backend))
             else:
                 self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
+
+        def _stream(self, endpoint: str, body: bytes) -> None:
+            chunked = []
+
+            def head(status: int, headers: list, payload: bytes | None) -> None:
+                if payload is not None:
+                    self._answer(status, headers, payload)
+                    return
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunked.append(True)
+
+            def part(event: bytes) -> None:
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+
+            invoke_stream(endpoint, body, self.headers, home, head, part)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
 
         def do_GET(self):
             self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))

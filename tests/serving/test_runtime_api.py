@@ -164,3 +164,30 @@ def test_a_binary_payload_is_captured_in_base64(captured):
         )
         is None
     )
+
+
+def test_invoke_endpoint_with_response_stream_gives_the_answer_in_payload_parts(api):
+    rows = [[i, 1] for i in range(30_000)]
+    response = client(api["url"]).invoke_endpoint_with_response_stream(
+        EndpointName="sums", Body=json.dumps(rows), ContentType="application/json", Accept="application/json"
+    )
+    assert (
+        response["ContentType"] == "application/json" and response["InvokedProductionVariant"] == "AllTraffic"
+    )
+    parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
+    assert len(parts) >= 2  # over 64 KiB: more than one event, decoded (CRCs and all) by botocore
+    assert json.loads(b"".join(parts)) == [i + 2.0 for i in range(30_000)]
+
+
+def test_a_streamed_invocation_keeps_the_apis_errors(api):
+    runtime = client(api["url"])
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint_with_response_stream(
+            EndpointName="nope", Body=b"[]", ContentType="application/json"
+        )
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    with pytest.raises(runtime.exceptions.ModelError) as err:
+        runtime.invoke_endpoint_with_response_stream(
+            EndpointName="sums", Body=b"{x", ContentType="application/json"
+        )
+    assert err.value.response["OriginalStatusCode"] == 400
