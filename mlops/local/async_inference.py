@@ -13,11 +13,9 @@ stops are not run.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -26,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops.local.s3store import S3Store, S3StoreError
+from mlops.serving import http_connection
 from mlops.serving.runtime_api import AsyncRequest
 
 log = logging.getLogger(__name__)
@@ -52,25 +51,6 @@ def read_topic(home: Path, topic_arn: str) -> list[dict]:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class _Connection(http.client.HTTPConnection):
-    """HTTP to a serving version: its Unix socket when sandboxed, else its port on 127.0.0.1."""
-
-    def __init__(self, socket_path: str | None, port: int):
-        super().__init__("127.0.0.1", port, timeout=_TIMEOUT_S)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        if not self.socket_path:
-            return super().connect()
-        from mlops.serving import socket_address
-
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        with socket_address(self.socket_path) as address:
-            sock.connect(address)
-        self.sock = sock
 
 
 class AsyncQueue:
@@ -134,7 +114,8 @@ class AsyncQueue:
             headers["Accept"] = request.accept
         if request.custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
-        conn = _Connection(info.active.socket, info.active.port)
+        # the version itself, past the real-time front and its 6 MB limit
+        conn = http_connection(info.active.socket or info.active.port, _TIMEOUT_S)
         try:
             with open(source, "rb") as body:  # streamed: up to 1 GB never sits in memory here
                 conn.request("POST", "/invocations", body=body, headers=headers)

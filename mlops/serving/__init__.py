@@ -7,7 +7,9 @@
 """
 
 import contextlib
+import http.client
 import os
+import socket
 from collections.abc import Iterator
 
 # Shared by the server and its supervisor; kept here so the CLI need not import the web stack.
@@ -25,3 +27,29 @@ def socket_address(path: str | os.PathLike, base: str | os.PathLike = ".") -> It
         yield f"/proc/self/fd/{dir_fd}/{name}"
     finally:
         os.close(dir_fd)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket; a path too long for ``sun_path`` is reached through its directory's fd."""
+
+    def __init__(self, path: str | os.PathLike, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            with socket_address(self.path) as address:
+                sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def http_connection(address: int | str | os.PathLike, timeout: float) -> http.client.HTTPConnection:
+    """A connection to a model server: ``127.0.0.1:address`` for a port, else the Unix socket at that path."""
+    if isinstance(address, int):
+        return http.client.HTTPConnection("127.0.0.1", address, timeout=timeout)
+    return UnixHTTPConnection(address, timeout)

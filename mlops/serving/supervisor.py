@@ -46,7 +46,7 @@ from pathlib import Path
 from mlops import isolation
 from mlops.errors import MlopsError
 from mlops.project import TOOLKIT_ROOT
-from mlops.serving import CANNOT_SERVE, READY_DIR_ENV, socket_address
+from mlops.serving import CANNOT_SERVE, READY_DIR_ENV, http_connection
 
 log = logging.getLogger(__name__)
 
@@ -383,33 +383,11 @@ def _log_hint(path: Path) -> str:
     return last[-1] if last else "(log is empty)"
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket; a path too long for ``sun_path`` is reached through its directory's fd."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            with socket_address(self.path) as address:
-                sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def _http(
     address: int | str, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 5.0
 ):
     """One request to ``127.0.0.1:address`` (a port) or to the Unix socket ``address`` (a path)."""
-    if isinstance(address, str):
-        conn: http.client.HTTPConnection = _UnixHTTPConnection(address, timeout)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", address, timeout=timeout)
+    conn = http_connection(address, timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()

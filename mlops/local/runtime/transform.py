@@ -12,10 +12,8 @@ its key and reason named.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import shutil
-import socket
 import tarfile
 import threading
 import time
@@ -46,6 +44,7 @@ from mlops.local.runtime.common import (
 from mlops.local.s3store import S3Store, S3StoreError
 from mlops.local.transform import TransformError
 from mlops.local.transform.job import TransformSpec, run_transform
+from mlops.serving import http_connection
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +59,8 @@ class ServingError(Exception):
     """The model server answered a batch with an error status; its body is the reason."""
 
 
-def _unix_connection(path: Path, timeout: float) -> http.client.HTTPConnection:
-    from mlops.serving import socket_address
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            with socket_address(path) as address:  # a long path reached through its dir's fd
-                sock.connect(address)
-            self.sock = sock
-
-    return Connection("localhost", timeout=timeout)
-
-
 def _request(path: Path, method: str, url: str, body: bytes | None, headers: dict, timeout: float):
-    conn = _unix_connection(path, timeout)
+    conn = http_connection(path, timeout)
     try:
         conn.request(method, url, body=body, headers=headers)
         response = conn.getresponse()
