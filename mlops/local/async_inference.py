@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlops.local.s3store import S3Store, S3StoreError
 from mlops.serving import http_connection
-from mlops.serving.runtime_api import AsyncRequest
+from mlops.serving.runtime_api import AsyncRequest, model_error_message
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ class AsyncQueue:
             response = conn.getresponse()
             if response.status >= 400:
                 text = response.read(4096).decode("utf-8", "replace").strip()
-                raise RuntimeError(
-                    f'Received client error ({response.status}) from model with message "{text}"'
-                )
+                raise RuntimeError(model_error_message(response.status, text))
             content_type = response.getheader("Content-Type") or "application/octet-stream"
             with tempfile.NamedTemporaryFile(dir=self.store.root, prefix=".async-", delete=False) as out:
                 shutil.copyfileobj(response, out, _CHUNK)

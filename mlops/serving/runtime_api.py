@@ -64,33 +64,65 @@ def _part(data: bytes) -> bytes:
     )
 
 
-def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_part) -> None:
-    """``InvokeEndpointWithResponseStream``: the model's answer as PayloadPart events, each sent as soon as
-    that much of it arrived from the model server. ``write_head(status, headers, body_or_None)`` starts the
-    answer (an error is a whole JSON answer instead); ``write_part(bytes)`` sends one event."""
+def model_error_message(status: int, text: str) -> str:
+    """How the runtime API reports a container's error status (and the async queue its failures)."""
+    return f'Received client error ({status}) from model with message "{text}".'
+
+
+def _model_error(status: int, payload: bytes) -> tuple[int, list, bytes]:
+    text = payload.decode("utf-8", "replace")[:1000]
+    return _error(
+        424, "ModelError", model_error_message(status, text), OriginalStatusCode=status, OriginalMessage=text
+    )
+
+
+def _unreachable(err: OSError) -> tuple[int, list, bytes]:
+    return _error(424, "ModelError", f"Received server error (0) from model: {err}", OriginalStatusCode=0)
+
+
+def _realtime_endpoint(endpoint: str, home):
+    """``(info, None)`` for an endpoint that takes InvokeEndpoint now, else ``(None, the API's error)``."""
     from mlops.serving.supervisor import EndpointError, get_endpoint
 
     try:
         info = get_endpoint(endpoint, home=home)
     except EndpointError:
-        return write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} not found."))
-    if info.async_config or info.active is None:
-        why = "an asynchronous endpoint" if info.async_config else f"{info.status}: no version serves it"
-        return write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} is {why}."))
+        return None, _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
+    if info.async_config:
+        return None, _error(
+            400, "ValidationError",
+            f"Endpoint {endpoint} is an asynchronous endpoint: call InvokeEndpointAsync with an InputLocation.",
+        )  # fmt: skip
+    if info.active is None:  # an update in progress keeps serving its active version, as SageMaker does
+        return None, _error(
+            400, "ValidationError", f"Endpoint {endpoint} is {info.status}: no version serves it."
+        )
+    return info, None
+
+
+def _container_headers(headers, accept: str | None = None) -> dict[str, str]:
+    """The request's headers the container gets; ``accept`` where the operation names it another way."""
     out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
-    if headers.get("X-Amzn-SageMaker-Accept"):
-        out["Accept"] = headers.get("X-Amzn-SageMaker-Accept")
+    if accept:
+        out["Accept"] = accept
     out.setdefault("Content-Type", "application/octet-stream")
+    return out
+
+
+def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_part) -> None:
+    """``InvokeEndpointWithResponseStream``: the model's answer as PayloadPart events, each sent as soon as
+    that much of it arrived from the model server. ``write_head(status, headers, body_or_None)`` starts the
+    answer (an error is a whole JSON answer instead); ``write_part(bytes)`` sends one event."""
+    info, error = _realtime_endpoint(endpoint, home)
+    if error is not None:
+        return write_head(*error)
+    out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
     conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
     try:
         conn.request("POST", "/invocations", body=body, headers=out)
         response = conn.getresponse()
         if response.status >= 400:
-            text = response.read().decode("utf-8", "replace")[:1000]
-            return write_head(*_error(
-                424, "ModelError", f"Received client error ({response.status}) from model with message \"{text}\".",
-                OriginalStatusCode=response.status, OriginalMessage=text,
-            ))  # fmt: skip
+            return write_head(*_model_error(response.status, response.read()))
         content_type = response.getheader("Content-Type") or "application/octet-stream"
         write_head(200, [("Content-Type", "application/vnd.amazon.eventstream"),
                          ("X-Amzn-SageMaker-Content-Type", content_type),
@@ -98,9 +130,7 @@ def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_p
         while chunk := response.read1(_PART_BYTES):
             write_part(_part(chunk))
     except OSError as err:
-        return write_head(
-            *_error(424, "ModelError", f"Received server error (0) from model: {err}", OriginalStatusCode=0)
-        )
+        return write_head(*_unreachable(err))
     finally:
         conn.close()
 
@@ -116,38 +146,22 @@ def invoke(
 ) -> tuple[int, list, bytes]:
     """``InvokeEndpoint`` on the local endpoint ``endpoint``: ``(status, headers, body)`` as the API answers;
     ``capture`` records it when the endpoint's config captures data."""
-    from mlops.serving.supervisor import EndpointError, get_endpoint
-
-    try:
-        info = get_endpoint(endpoint, home=home)
-    except EndpointError:
-        return _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
-    if info.async_config:
-        return _error(
-            400, "ValidationError",
-            f"Endpoint {endpoint} is an asynchronous endpoint: call InvokeEndpointAsync with an InputLocation.",
-        )  # fmt: skip
-    if info.active is None:  # an update in progress keeps serving its active version, as SageMaker does
-        return _error(400, "ValidationError", f"Endpoint {endpoint} is {info.status}: no version serves it.")
-    port = info.port
-    out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
-    out.setdefault("Content-Type", "application/octet-stream")
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=_TIMEOUT_S)
+    info, error = _realtime_endpoint(endpoint, home)
+    if error is not None:
+        return error
+    out = _container_headers(headers)
+    conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
     try:
         conn.request("POST", "/invocations", body=body, headers=out)
         response = conn.getresponse()
         status, payload = response.status, response.read()
         content_type = response.getheader("Content-Type") or "application/octet-stream"
     except OSError as err:
-        return _error(424, "ModelError", f"Received server error (0) from model: {err}", OriginalStatusCode=0)
+        return _unreachable(err)
     finally:
         conn.close()
     if status >= 400:
-        text = payload.decode("utf-8", "replace")[:1000]
-        return _error(
-            424, "ModelError", f"Received client error ({status}) from model with message \"{text}\".",
-            OriginalStatusCode=status, OriginalMessage=text,
-        )  # fmt: skip
+        return _model_error(status, payload)
     if capture is not None and info.data_capture:
         capture.record(info, VARIANT, (body, out.get("Content-Type")), (payload, content_type))
     # one production variant per local endpoint (blue/green versions are not variants)
