@@ -103,7 +103,7 @@ class LocalAws:
         self._moto = None
         self._async = None
         self._capture = None
-        self._moto_lock = threading.Lock()
+        self._lazy_lock = threading.Lock()  # moto, the async queue and data capture start on first use
         self.moto_port = 0
         self.tcp_port = 0
 
@@ -124,7 +124,7 @@ class LocalAws:
         self.s3.close()
         if self._async is not None:
             self._async.close()
-        with self._moto_lock:
+        with self._lazy_lock:
             if self._moto is not None:
                 self._moto.stop()
                 self._moto = None
@@ -132,7 +132,7 @@ class LocalAws:
 
     def _moto_server_port(self) -> int:
         """moto's port, starting it on first use (its import alone takes half a second)."""
-        with self._moto_lock:
+        with self._lazy_lock:
             if self._moto is None:
                 from moto.server import ThreadedMotoServer
 
@@ -239,7 +239,7 @@ class LocalAws:
 
     def _queue(self):
         """The asynchronous endpoints' queue (InvokeEndpointAsync from a job), made on first use."""
-        with self._moto_lock:
+        with self._lazy_lock:
             if self._async is None:
                 from mlops.local.async_inference import AsyncQueue
 
@@ -250,7 +250,7 @@ class LocalAws:
         """sagemaker-runtime InvokeEndpoint against the local endpoint of that name."""
         from mlops.serving.runtime_api import invoke
 
-        with self._moto_lock:
+        with self._lazy_lock:
             if self._capture is None:
                 from mlops.local.data_capture import DataCapture
 

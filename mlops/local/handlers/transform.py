@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -40,7 +39,7 @@ class TransformHandler(JobHandler):
                 raise JobRequestError("ModelName is missing")
             return run_transform_job(request, model=recorded_model(execution.home, name), **kwargs)
 
-        return functools.update_wrapper(run, run_transform_job)
+        return run
 
     def output_uris(self, props: Mapping[str, Any]) -> list[str]:
         uri = (props.get("TransformOutput") or {}).get("S3OutputPath")

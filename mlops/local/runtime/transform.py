@@ -194,13 +194,15 @@ def run_transform_job(
     objects = s3_objects(store, in_uri, data_type, "TransformInput.DataSource.S3DataSource")
     if not objects:
         return finish("Failed", f"ClientError: no S3 objects found under {in_uri}")
-    model_uri = container.get("ModelDataUrl")
-    for h in hosts:
-        (h.ml / "model").mkdir(parents=True, exist_ok=True)
-        if model_uri:
-            _unpack(store, model_uri, h.ml / "model")
+    # unpacked once and mounted read-only on every host; each host's volume still counts it, as each
+    # instance downloads it to its own volume on SageMaker
+    model_dir = job_dir / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir.mkdir()
+    if container.get("ModelDataUrl"):
+        _unpack(store, container["ModelDataUrl"], model_dir)
     try:
-        launch = serving_launch(container, hosts[0].ml / "model")
+        launch = serving_launch(container, model_dir)
     except ImageLaunchError as err:
         raise JobRequestError(str(err)) from err
     standin = stand_in(str(container["Image"]), images, log_paths, on_log)
@@ -224,7 +226,7 @@ def run_transform_job(
         sockets.append(run_dir / _SOCKET)
         mounts = [
             sandbox.Mount(ML, h.ml),
-            sandbox.Mount(f"{ML}/model", h.ml / "model", read_only=True),
+            sandbox.Mount(f"{ML}/model", model_dir, read_only=True),
             sandbox.Mount(SERVING_RUN_DIR, run_dir),
             *standin.mounts,
             *(sandbox.Mount(target, path, read_only=True) for target, path in launch.mounts),
@@ -242,7 +244,7 @@ def run_transform_job(
                     *_CONTAINER_SETTINGS, *launch.env,
                 },
                 instance_type=get(request, "TransformResources.InstanceType", str, None),
-                layer=h.layer, volume=(h.root,), volume_bytes=volume,
+                layer=h.layer, volume=(h.root, model_dir), volume_bytes=volume,
             )
         )  # fmt: skip
 
