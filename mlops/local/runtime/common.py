@@ -252,6 +252,11 @@ _STOPPED_BY_US = {-15, -9, 143, 137}  # SIGTERM/SIGKILL, as a signal or as a she
 # A launcher's wrapper around the real error (the SDK's torchrun driver, torch elastic), not the error.
 # The training toolkit's ExecuteUserScriptError wraps the script's error with its exit code and command.
 _WRAPPER_ERROR = re.compile(r"\b(CalledProcessError|ChildFailedError|ExecuteUserScriptError)\b")
+# What a rank reports when a peer died first (gloo, NCCL, c10d): an echo of the failure, not its cause.
+_PEER_LOST = re.compile(
+    r"Connection (closed|reset) by peer|remote worker crashing|RendezvousClosedError|"
+    r"NCCL communicator was aborted|DistNetworkError|Broken pipe"
+)
 # ``ValueError: ...`` as Python prints it, possibly behind ``[algo-1]`` / ``[rank1]:`` prefixes.
 _ERROR_LINE = re.compile(
     r"^(?:\s*\[[\w.-]+\]:?)*\s*((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit)(?::\s*\S.*)?)$"
@@ -327,7 +332,9 @@ def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict
     """Why the job failed, from the host that failed first: its failure file if written (``failure_file``
     relative to its ``/opt/ml``), else its first real error line, else its last stderr lines. A failure
     file that only wraps the error (the SDK torchrun driver's ``CalledProcessError``) gives way to the
-    failing rank's own error line. Hosts we stopped because a peer failed come last."""
+    failing rank's own error line. Hosts we stopped because a peer failed come last, and so do hosts whose
+    error only says that a peer went away (gloo's ``Connection closed by peer``): which rank exits first
+    is a race, the cause is not."""
     failed = []
     for h, code in zip(hosts, codes, strict=True):
         if code == 0:
@@ -342,10 +349,11 @@ def failure_reason(failure_file: str, hosts: list, codes: list[int], tails: dict
                 reason = line if not text else f"{line} ({exit_description(h.host, code)})"
         if refused:
             reason = f"{reason or exit_description(h.host, code)} ({refused})"
-        failed.append((code in _STOPPED_BY_US, reason is None, not text, h, code, reason))
+        echo = bool(reason and _PEER_LOST.search(reason))
+        failed.append((code in _STOPPED_BY_US, reason is None, echo, not text, h, code, reason))
     if not failed:
         return "job failed"
-    failed.sort(key=lambda f: f[:3])
+    failed.sort(key=lambda f: f[:4])
     *_, host, code, reason = failed[0]
     if reason:
         return reason
