@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -33,8 +34,8 @@ MAX_SECONDS, MAX_CLIENTS = 120, 256
 # ---- load generator (runs in its own process) -----------------------------------------------------------
 
 
-async def _client(port: int, request: bytes, stop_at: float, latencies: list[int], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _client(connect, request: bytes, stop_at: float, latencies: list[int], errors: list[str]) -> None:
+    reader, writer = await connect()
     clock = time.perf_counter_ns
     try:
         while time.monotonic() < stop_at:
@@ -57,7 +58,7 @@ async def _client(port: int, request: bytes, stop_at: float, latencies: list[int
         writer.close()
 
 
-async def _load(port: int, body: bytes, clients: int, seconds: float) -> dict:
+async def _load(connect, body: bytes, clients: int, seconds: float) -> dict:
     request = (
         b"POST /invocations HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"accept: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
@@ -66,11 +67,11 @@ async def _load(port: int, body: bytes, clients: int, seconds: float) -> dict:
     errors: list[str] = []
     # Warm-up: connections and the first requests (lazy paths in the server) are not measured.
     warm: list[int] = []
-    await asyncio.gather(*(_client(port, request, time.monotonic() + 1.0, warm, []) for _ in range(clients)))
+    await asyncio.gather(*(_client(connect, request, time.monotonic() + 1.0, warm, []) for _ in range(clients)))
     started = time.monotonic()
     cpu = time.process_time()
     await asyncio.gather(
-        *(_client(port, request, started + seconds, latencies, errors) for _ in range(clients))
+        *(_client(connect, request, started + seconds, latencies, errors) for _ in range(clients))
     )
     elapsed = time.monotonic() - started
     latencies.sort()
@@ -100,7 +101,16 @@ def load_main(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_load(args.port, args.body.encode(), args.clients, args.seconds))
+    body = args.body.encode()
+    if args.uds:  # a Unix socket; through its directory's fd, so any path length fits sun_path
+        from mlops.serving import socket_address
+
+        with socket_address(args.uds) as address:
+            connect = functools.partial(asyncio.open_unix_connection, address)
+            result = asyncio.run(_load(connect, body, args.clients, args.seconds))
+    else:
+        connect = functools.partial(asyncio.open_connection, "127.0.0.1", args.port)
+        result = asyncio.run(_load(connect, body, args.clients, args.seconds))
     print(json.dumps(result))
     return 0
 

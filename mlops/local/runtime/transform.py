@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tarfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from mlops.local import arns
-from mlops.local.images.launch import SERVING_RUN_DIR, ImageLaunchError, serving_launch
-from mlops.local.runtime import sandbox
+from mlops.local.runtime import sandbox, serving
 from mlops.local.runtime.common import (
-    ML,
     JobRequestError,
     JobResult,
     LogCallback,
-    base_env,
     check_host_count,
     failure_reason,
     get,
@@ -37,8 +33,6 @@ from mlops.local.runtime.common import (
     now,
     s3_objects,
     s3_uri,
-    service_env,
-    stand_in,
     volume_bytes,
 )
 from mlops.local.s3store import S3Store, S3StoreError
@@ -49,10 +43,6 @@ from mlops.serving import http_connection
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 300.0  # how long a serving container may take to answer /ping (SageMaker allows minutes)
-_SOCKET = "server.sock"
-# What the runtime itself tells a serving container, beside the SAGEMAKER_* variables: it reaches the job
-# as set (the sandbox passes only what a request declares, the container contract and these).
-_CONTAINER_SETTINGS = ("MAX_CONTENT_LENGTH",)
 
 
 class ServingError(Exception):
@@ -101,17 +91,6 @@ def _wait_ready(sockets: list[Path], group: threading.Thread, timeout: float) ->
                 continue
         time.sleep(0.1)
     return not pending
-
-
-def _unpack(store: S3Store, uri: str, dest: Path) -> None:
-    archive = store.path(uri)
-    if not archive.is_file():
-        raise JobRequestError(f"model data {uri} is not in the local store")
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, EOFError) as err:
-        raise JobRequestError(f"model data {uri} is not a readable tar.gz ({err})") from err
 
 
 def model_container(model: dict) -> dict:
@@ -165,12 +144,6 @@ def run_transform_job(
     max_runtime = (get(request, "ModelClientConfig", dict, {}) or {}).get(
         "InvocationsTimeoutInSeconds"
     ) or 600
-    user_env = {
-        **service_env(services),
-        **(container.get("Environment") or {}),
-        **get(request, "Environment", dict, {}),
-    }
-
     job_dir = Path(job_dir)
     hosts = make_host_dirs(job_dir, count)
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
@@ -200,53 +173,27 @@ def run_transform_job(
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir()
     if container.get("ModelDataUrl"):
-        _unpack(store, container["ModelDataUrl"], model_dir)
-    try:
-        launch = serving_launch(container, model_dir)
-    except ImageLaunchError as err:
-        raise JobRequestError(str(err)) from err
-    standin = stand_in(str(container["Image"]), images, log_paths, on_log)
-    env = base_env(user_env, standin.environment.python)
+        serving.unpack_model(store, container["ModelDataUrl"], model_dir)
     # what SageMaker tells a transform's container about its batches
-    env.update(
+    settings = dict(
         SAGEMAKER_BATCH="true",
         SAGEMAKER_MAX_PAYLOAD_IN_MB=str(spec.max_payload_mb),
         SAGEMAKER_BATCH_STRATEGY=spec.batch_strategy.upper().replace("RECORD", "_RECORD"),
         SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=str(spec.max_concurrent),
-        SM_MODEL_DIR=f"{ML}/model",
         # the built-in algorithms' containers size their request limit from this (6 MiB by default)
         MAX_CONTENT_LENGTH=str(spec.max_payload_bytes or 100 * 2**20),
     )
-    env.update({k: v for k, v in launch.env.items() if k not in user_env})
+    served = serving.prepare(
+        container, model_dir, images=images, services=services, log_paths=log_paths, on_log=on_log,
+        settings=settings, request_env=get(request, "Environment", dict, {}),
+        instance_type=get(request, "TransformResources.InstanceType", str, None),
+    )  # fmt: skip
+    standin, launch = served.standin, served.launch
     instances, sockets = [], []
-    mode = sandbox.sandbox_mode()
     for h in hosts:
-        run_dir = h.root / "run"
-        run_dir.mkdir()
-        sockets.append(run_dir / _SOCKET)
-        mounts = [
-            sandbox.Mount(ML, h.ml),
-            sandbox.Mount(f"{ML}/model", model_dir, read_only=True),
-            sandbox.Mount(SERVING_RUN_DIR, run_dir),
-            *standin.mounts,
-            *(sandbox.Mount(target, path, read_only=True) for target, path in launch.mounts),
-        ]
-        host_env = dict(env)
-        if mode == sandbox.NONE:  # the machine's own network: a free port each, not 8080
-            from mlops.serving.supervisor import free_port
-
-            host_env["SAGEMAKER_BIND_TO_PORT"] = str(free_port())
-        instances.append(
-            sandbox.Instance(
-                h.host, launch.argv, host_env, mounts, cwd="/", own_network=True,
-                declared_env={
-                    *(container.get("Environment") or {}), *get(request, "Environment", dict, {}),
-                    *_CONTAINER_SETTINGS, *launch.env,
-                },
-                instance_type=get(request, "TransformResources.InstanceType", str, None),
-                layer=h.layer, volume=(h.root, model_dir), volume_bytes=volume,
-            )
-        )  # fmt: skip
+        instance, socket_path = serving.host(served, h, volume)
+        instances.append(instance)
+        sockets.append(socket_path)
 
     stop = threading.Event()
     outcome: dict[str, Any] = {}
