@@ -223,6 +223,11 @@ class BaseConfig(Strict):
     cache: Cache = Cache()
     local: Local = Local()
 
+    def infra_parameters(self) -> dict[str, str]:
+        """Template parameters of the project's own sections (``mlops infra render`` adds them to the
+        toolkit's); a project schema overrides this when its infra/mlops.yaml declares more."""
+        return {}
+
 
 # The account id of AWS's documentation examples: the shipped overlays hold it until a team fills in its own.
 PLACEHOLDER_ACCOUNT_IDS = ("123456789012",)  # noqa: config

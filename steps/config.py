@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlops import config as base
-from mlops.config import INSTANCE_TYPE, S3_URI, Strict, _match, project_root
+from mlops.config import INSTANCE_TYPE, NAME, S3_URI, Strict, _match, project_root
 
 
 class Image(Strict):
@@ -275,9 +275,141 @@ class Steps(Strict):
     evaluate: Annotated[Processing, Field(description="Evaluation job.")]
 
 
+JSON = "application/json"
+
+
+def _key_prefix(value: str) -> str:
+    """A key prefix below ``aws.s3_root``: no leading or trailing '/', no empty, '.' or '..' segment."""
+    if not value or value.startswith("/") or value.endswith("/") or any(
+        part in ("", ".", "..") for part in value.split("/")
+    ):
+        raise ValueError(
+            f"must be a key prefix below aws.prefix without leading or trailing '/' or '.'/'..' segments "
+            f"(got {value!r})"
+        )
+    return value
+
+
+class Transform(Strict):
+    """CreateTransformJob's batch settings. SplitType and AssembleWith are Line (one CSV row per line in,
+    one answer per line out): the model server's payload contract, not a per-environment choice."""
+
+    instance_type: Annotated[str, Field(description="Transform instance type (ml.*).")]
+    instance_count: Annotated[
+        int, Field(ge=1, le=100, description="Transform instances; whole input files are spread over them.")
+    ] = 1
+    batch_strategy: Annotated[
+        Literal["SingleRecord", "MultiRecord"],
+        Field(
+            description="SingleRecord: one row per request, so each .out line is the prediction of the input "
+            "line at the same position; MultiRecord: mini-batches of up to max_payload_mb, one .out line "
+            "(a predictions list) per mini-batch."
+        ),
+    ] = "SingleRecord"
+    max_payload_mb: Annotated[int, Field(ge=1, le=100, description="MaxPayloadInMB of one request.")] = 6
+    max_concurrent_transforms: Annotated[
+        int, Field(ge=1, le=100, description="Requests in flight per instance (MaxConcurrentTransforms).")
+    ] = 2
+    content_type: Annotated[
+        str, Field(description="ContentType of the input rows; one of registry.content_types.")
+    ] = "text/csv"
+    accept: Annotated[
+        str, Field(description="Accept of the answers; one of registry.response_types.")
+    ] = JSON
+    join_source: Annotated[
+        Literal["None", "Input"],
+        Field(
+            description="Input: each output line holds its input row (SageMakerInput) beside the prediction "
+            "(SageMakerOutput); needs JSON input rows and SingleRecord, since the model answers JSON."
+        ),
+    ] = "None"
+    invocations_timeout_s: Annotated[
+        int, Field(ge=1, le=3600, description="ModelClientConfig.InvocationsTimeoutInSeconds per request.")
+    ] = 600
+
+    _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
+
+    @model_validator(mode="after")
+    def _limits(self):
+        if self.max_payload_mb * self.max_concurrent_transforms > 100:
+            raise ValueError(
+                "max_payload_mb x max_concurrent_transforms must be <= 100 (SageMaker's limit; got "
+                f"{self.max_payload_mb} x {self.max_concurrent_transforms})"
+            )
+        if self.join_source == "Input" and (self.content_type != JSON or self.batch_strategy != "SingleRecord"):
+            raise ValueError(
+                f"join_source Input needs content_type {JSON} and batch_strategy SingleRecord: the model "
+                f"answers JSON, which a {self.content_type} row cannot hold, one answer per request "
+                f"(got {self.content_type}, {self.batch_strategy})"
+            )
+        return self
+
+
+class ScoreSchedule(base.Schedule):
+    enabled: Annotated[bool, Field(description="Create the batch-scoring schedule.")] = True
+
+
+class BatchScore(Strict):
+    pipeline_name: Annotated[str, Field(description="Name of the batch-score pipeline.")]
+    input_prefix: Annotated[
+        str,
+        Field(
+            description="Key prefix below aws.bucket/aws.prefix of the files a run scores by default "
+            "(InputDataUri): CSV rows of 64 pixel values, no header, no label."
+        ),
+    ] = "batch-score/input"
+    output_prefix: Annotated[
+        str,
+        Field(
+            description="Key prefix below aws.bucket/aws.prefix of the results (OutputUri): each run writes "
+            "<OutputUri>/<execution id>/predictions/<file>.out and .../summary/summary.json."
+        ),
+    ] = "batch-score/output"
+    transform: Annotated[Transform, Field(description="The batch transform job.")]
+    job: Annotated[
+        Processing,
+        Field(description="The two small jobs: resolve the latest Approved version, summarise the run."),
+    ]
+    schedule: Annotated[
+        ScoreSchedule, Field(description="EventBridge Scheduler schedule that starts the pipeline.")
+    ]
+
+    _name = field_validator("pipeline_name")(_match(NAME, "SageMaker name (letters, digits and '-', at most 63)"))
+    _prefixes = field_validator("input_prefix", "output_prefix")(_key_prefix)
+
+
 class Config(base.BaseConfig):
     data: Data
     steps: Steps
     evaluation: Evaluation = Evaluation()
     registry: Registry
     endpoints: Endpoints
+    batch_score: Annotated[BatchScore, Field(description="The batch-score pipeline.")]
+
+    @field_validator("batch_score")
+    @classmethod
+    def _served_types(cls, v: BatchScore, info: ValidationInfo):
+        registry = info.data.get("registry")
+        if registry is None:  # its own error is reported
+            return v
+        for key, value, allowed in (
+            ("content_type", v.transform.content_type, registry.content_types),
+            ("accept", v.transform.accept, registry.response_types),
+        ):
+            if value not in allowed:
+                kind = "content_types" if key == "content_type" else "response_types"
+                raise ValueError(
+                    f"transform.{key} {value!r} is not one the model serves (registry.{kind}: {allowed})"
+                )
+        return v
+
+    def infra_parameters(self) -> dict[str, str]:
+        """infra/mlops.yaml's batch-score schedule parameters."""
+        schedule = self.batch_score.schedule
+        return {
+            "BatchScorePipelineName": self.batch_score.pipeline_name,
+            "BatchScoreScheduleExpression": schedule.cron,
+            "BatchScoreScheduleTimezone": schedule.timezone,
+            "BatchScoreScheduleState": "ENABLED" if schedule.enabled else "DISABLED",
+            "BatchScoreFlexibleWindowMinutes": str(schedule.flexible_window_minutes),
+        }

@@ -120,7 +120,7 @@ def render_parameters(
         "ScheduleState": "ENABLED" if cfg.schedule.enabled else "DISABLED",
         "FlexibleWindowMinutes": str(cfg.schedule.flexible_window_minutes),
         "RetryAttempts": str(cfg.retry.max_attempts),
-    } | {
+    } | cfg.infra_parameters() | {
         key: account
         for key, framework in IMAGE_ACCOUNT_PARAMETERS.items()
         if (account := image_account(framework, cfg.aws.region))

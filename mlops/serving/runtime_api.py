@@ -141,11 +141,31 @@ class CaptureSink(Protocol):
     def record(self, info, variant: str, request: tuple[bytes, str | None], response: tuple[bytes, str]): ...
 
 
+def _invoke_hosted(hosting, endpoint: str, body: bytes, headers) -> tuple[int, list, bytes]:
+    """InvokeEndpoint on an endpoint CreateEndpoint made (:mod:`mlops.serving.hosting.endpoints`)."""
+    from mlops.serving.hosting.endpoints import ContainerAnswer, HostingError
+
+    try:
+        answer = hosting.invoke(endpoint, body, headers)
+    except HostingError as err:
+        return _error(400, "ValidationError", str(err))
+    except ContainerAnswer as err:
+        return _model_error(err.status, err.payload)
+    except OSError as err:
+        return _unreachable(err)
+    out = [("Content-Type", answer.content_type), ("x-Amzn-Invoked-Production-Variant", answer.variant)]
+    return 200, out + list(answer.headers.items()), answer.body
+
+
 def invoke(
-    endpoint: str, body: bytes, headers, home: str | Path | None, capture: CaptureSink | None = None
-) -> tuple[int, list, bytes]:
+    endpoint: str, body: bytes, headers, home: str | Path | None, capture: CaptureSink | None = None,
+    hosting=None,
+) -> tuple[int, list, bytes]:  # fmt: skip
     """``InvokeEndpoint`` on the local endpoint ``endpoint``: ``(status, headers, body)`` as the API answers;
-    ``capture`` records it when the endpoint's config captures data."""
+    ``capture`` records it when the endpoint's config captures data. ``hosting``: the endpoints that
+    CreateEndpoint made, looked up first."""
+    if hosting is not None and hosting.has(endpoint):
+        return _invoke_hosted(hosting, endpoint, body, headers)
     info, error = _realtime_endpoint(endpoint, home)
     if error is not None:
         return error
@@ -224,10 +244,13 @@ def invoke_async(endpoint: str, headers, home, backend: AsyncBackend | None) -> 
 
 
 def _handler(
-    home: str | Path | None, backend: AsyncBackend | None = None, capture: CaptureSink | None = None
-):
+    home: str | Path | None, backend: AsyncBackend | None = None, capture: CaptureSink | None = None,
+    hosting=None, services: dict | None = None,
+):  # fmt: skip
     class RuntimeApi(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # the head and the body are two writes: with Nagle the body waits for the client's delayed ACK (40 ms)
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):
             log.debug("runtime api: " + fmt, *args)
@@ -244,8 +267,15 @@ def _handler(
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             path = self.path.split("?")[0]
-            if match := INVOKE_PATH.match(path):
-                self._answer(*invoke(match.group(1), body, self.headers, home, capture))
+            target = self.headers.get("X-Amz-Target") or ""
+            if path == "/" and target:
+                service = (services or {}).get(target.split(".", 1)[0])
+                if service is None:
+                    self._answer(*_error(400, "UnknownOperationException", f"no service for {target}"))
+                else:
+                    self._answer(*service(target, body))
+            elif match := INVOKE_PATH.match(path):
+                self._answer(*invoke(match.group(1), body, self.headers, home, capture, hosting))
             elif match := STREAM_PATH.match(path):
                 self._stream(match.group(1), body)
             elif match := ASYNC_PATH.match(path):
@@ -282,14 +312,19 @@ def _handler(
 
 
 class RuntimeApiServer:
-    """``with RuntimeApiServer(home, port) as api: api.url``: the API on 127.0.0.1 (port 0: a free one)."""
+    """``with RuntimeApiServer(home, port) as api: api.url``: the API on 127.0.0.1 (port 0: a free one).
+
+    ``hosting``: the endpoints CreateEndpoint made (InvokeEndpoint looks there first); ``services``: the
+    JSON APIs served at ``/`` by their ``X-Amz-Target`` prefix (``SageMaker``: the control plane,
+    ``AnyScaleFrontendService``: Application Auto Scaling), each ``(target, body) -> (status, headers, body)``."""
 
     def __init__(
         self, home: str | Path | None, port: int = 0, backend: AsyncBackend | None = None,
-        capture: CaptureSink | None = None,
+        capture: CaptureSink | None = None, hosting=None, services: dict | None = None,
     ):  # fmt: skip
         self.home = home
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(home, backend, capture))
+        handler = _handler(home, backend, capture, hosting, services)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
