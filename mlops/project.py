@@ -79,6 +79,16 @@ class DeployPlan:
     gate: Callable[[str, str], GateResult] | None = None  # (endpoint name, version URL) -> verdict
 
 
+@dataclass(frozen=True)
+class StartRequest:
+    """A pipeline of the project about to start: ``mlops run`` (local registry) or ``mlops start`` (SageMaker's)."""
+
+    cfg: Any
+    pipeline: str  # the key, e.g. "batch-score"
+    params: Mapping[str, str]  # what the caller gave (--param)
+    registry: Any  # mlops.registry.local.LocalRegistry or .aws.AwsRegistry: list(group=, status=) -> rows
+
+
 Seeder = Callable[[Path], int | None]
 """Writes seed files into a directory; returns how many rows (or None)."""
 
@@ -94,6 +104,10 @@ class Declaration:
     endpoint_ports: Callable[[Any], dict[str, int]] = lambda cfg: {}  # endpoint name -> local port
     plan_deploy: Callable[[DeployRequest], DeployPlan] | None = None
     seed_data: Callable[[Any], dict[str, Seeder]] | None = None  # S3 prefix -> seeder, used when empty
+    pipelines: tuple[str, ...] = ()  # further pipelines the builder returns (e.g. "batch-score")
+    # parameters resolved when a pipeline starts (e.g. the latest Approved model version); raises
+    # MlopsError to refuse the start
+    start_parameters: Callable[[StartRequest], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,13 @@ class Project:
         keys = [self.declaration.default_pipeline]
         if self.declaration.deploy_pipeline:
             keys.append(self.declaration.deploy_pipeline)
-        return keys
+        return keys + [k for k in self.declaration.pipelines if k not in keys]
+
+    def start_parameters(self, cfg, key: str, params: Mapping[str, str], registry) -> dict[str, str]:
+        """``params`` plus what the project resolves at the start of pipeline ``key``."""
+        hook = self.declaration.start_parameters
+        resolved = hook(StartRequest(cfg, key, dict(params), registry)) if hook else {}
+        return {**params, **resolved}
 
 
 # ------------------------------------------------------------------------------------------- finding it

@@ -79,9 +79,22 @@ def cmd_upsert(args) -> int:
     return 0
 
 
+def _pipeline_name(args, key: str) -> str:
+    """The SageMaker name of pipeline ``key``: from config, else from the (offline, cached) compile."""
+    cfg, declaration = args.config, args.project.declaration
+    if key == declaration.default_pipeline:
+        return cfg.project.build_pipeline
+    if key == declaration.deploy_pipeline:
+        return cfg.project.deploy_pipeline
+    from mlops.compile.compiler import compile_cached
+
+    return compile_cached(args.project, cfg).pipeline_names[key]
+
+
 def cmd_start(args) -> int:
     from mlops.aws.pipelines_api import start
     from mlops.definition.parameters import parse_assignments
+    from mlops.registry.aws import AwsRegistry
 
     cfg = args.config
     key = args.pipeline or args.project.declaration.default_pipeline
@@ -91,12 +104,10 @@ def cmd_start(args) -> int:
         raise ParameterError(
             f"--pipeline {key!r}: the project declares {', '.join(args.project.pipeline_keys())}"
         )
-    name = (
-        cfg.project.build_pipeline
-        if key == args.project.declaration.default_pipeline
-        else cfg.project.deploy_pipeline
-    )
-    arn = start(_aws(cfg), name, parse_assignments(args.param or []), display_name=args.display_name)
+    name = _pipeline_name(args, key)
+    aws = _aws(cfg)
+    params = args.project.start_parameters(cfg, key, parse_assignments(args.param or []), AwsRegistry(aws))
+    arn = start(aws, name, params, display_name=args.display_name)
     if args.format == "json":
         print_json({"pipeline": name, "execution_arn": arn})
     else:

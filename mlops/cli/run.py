@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--pipeline",
         help="which compiled pipeline of the project to run (default: the project's default pipeline; "
-        "a deploy pipeline needs --param ModelPackageArn=... of an Approved version)",
+        "a deploy pipeline needs --param ModelPackageArn=... of an Approved version; parameters the "
+        "project resolves at start, such as batch scoring's latest Approved version, unless given)",
     )
     run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter"
@@ -145,6 +146,10 @@ def cmd_run(args: Invocation) -> int:
         }
     else:
         key = args.pipeline or args.project.declaration.default_pipeline
+        if not args.resume and not args.check:  # a resumed execution keeps its own parameters
+            from mlops.registry.local import LocalRegistry
+
+            params = args.project.start_parameters(args.config, key, params, LocalRegistry(args.local_home))
         settings = prepare_project_run(args, key, console)
     settings["images"] = {**extra_images, **settings["images"]}  # the file's rules match first
     definition = settings.pop("definition")

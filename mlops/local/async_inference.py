@@ -56,9 +56,11 @@ def _now() -> str:
 class AsyncQueue:
     """The queue behind InvokeEndpointAsync for every local endpoint under ``home``."""
 
-    def __init__(self, home: str | Path, store_root: Path | None = None):
+    def __init__(self, home: str | Path, store_root: Path | None = None, hosting=None):
         self.home = Path(home)
         self.store = S3Store(Path(store_root) if store_root else self.home / "s3")
+        self.hosting = hosting  # the endpoints CreateEndpoint made (:mod:`mlops.serving.hosting.endpoints`)
+        self._backlog: dict[str, int] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._topics = threading.Lock()
@@ -73,7 +75,14 @@ class AsyncQueue:
                 pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"async-{request.endpoint}")
                 self._pools[request.endpoint] = pool
         received = _now()
+        with self._lock:
+            self._backlog[request.endpoint] = self._backlog.get(request.endpoint, 0) + 1
         pool.submit(self._run, request, config, received)
+
+    def backlog(self, endpoint: str) -> int:
+        """Requests of ``endpoint`` queued or running (``ApproximateBacklogSize``)."""
+        with self._lock:
+            return self._backlog.get(endpoint, 0)
 
     def close(self) -> None:
         with self._lock:
@@ -83,6 +92,13 @@ class AsyncQueue:
 
     # ------------------------------------------------------------------------------------------- one run
     def _run(self, request: AsyncRequest, config: dict, received: str) -> None:
+        try:
+            self._run_one(request, config, received)
+        finally:
+            with self._lock:
+                self._backlog[request.endpoint] -= 1
+
+    def _run_one(self, request: AsyncRequest, config: dict, received: str) -> None:
         try:
             content_type, size = self._invoke(request)
         except Exception as err:  # the request's failure, never the queue's
@@ -101,6 +117,8 @@ class AsyncQueue:
         )  # fmt: skip
 
     def _invoke(self, request: AsyncRequest) -> tuple[str, int]:
+        if self.hosting is not None and self.hosting.has(request.endpoint):
+            return self._invoke_hosted(request)
         from mlops.serving.supervisor import get_endpoint
 
         info = get_endpoint(request.endpoint, home=self.home)  # now: a deployment may have switched versions
@@ -129,6 +147,32 @@ class AsyncQueue:
                 size = out.tell()
         finally:
             conn.close()
+        try:
+            self.store.put_file(request.output_location, Path(out.name))
+        finally:
+            Path(out.name).unlink(missing_ok=True)
+        return content_type, size
+
+    def _invoke_hosted(self, request: AsyncRequest) -> tuple[str, int]:
+        from mlops.serving.hosting.endpoints import ContainerAnswer
+
+        source = self.store.path(request.input_location)
+        if not source.is_file():
+            raise RuntimeError(f"input {request.input_location} does not exist")
+        headers = {"Content-Type": request.content_type}
+        if request.accept:
+            headers["Accept"] = request.accept
+        if request.custom_attributes:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+        with tempfile.NamedTemporaryFile(dir=self.store.root, prefix=".async-", delete=False) as out:
+            try:
+                content_type = self.hosting.invoke_file(request.endpoint, source, headers, out, _TIMEOUT_S)
+            except ContainerAnswer as err:
+                Path(out.name).unlink(missing_ok=True)
+                raise RuntimeError(
+                    model_error_message(err.status, err.payload.decode("utf-8", "replace"))
+                ) from None
+            size = out.tell()
         try:
             self.store.put_file(request.output_location, Path(out.name))
         finally:

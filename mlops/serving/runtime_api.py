@@ -141,10 +141,16 @@ class CaptureSink(Protocol):
     def record(self, info, variant: str, request: tuple[bytes, str | None], response: tuple[bytes, str]): ...
 
 
-def _invoke_hosted(hosting, endpoint: str, body: bytes, headers) -> tuple[int, list, bytes]:
+def _invoke_hosted(hosting, endpoint: str, body: bytes, headers, capture) -> tuple[int, list, bytes]:
     """InvokeEndpoint on an endpoint CreateEndpoint made (:mod:`mlops.serving.hosting.endpoints`)."""
     from mlops.serving.hosting.endpoints import ContainerAnswer, HostingError
 
+    info = hosting.info(endpoint)
+    if info.async_config:
+        return _error(
+            400, "ValidationError",
+            f"Endpoint {endpoint} is an asynchronous endpoint: call InvokeEndpointAsync with an InputLocation.",
+        )  # fmt: skip
     try:
         answer = hosting.invoke(endpoint, body, headers)
     except HostingError as err:
@@ -153,6 +159,9 @@ def _invoke_hosted(hosting, endpoint: str, body: bytes, headers) -> tuple[int, l
         return _model_error(err.status, err.payload)
     except OSError as err:
         return _unreachable(err)
+    if capture is not None and info.data_capture:
+        request_type = headers.get("Content-Type") or "application/octet-stream"
+        capture.record(info, answer.variant, (body, request_type), (answer.body, answer.content_type))
     out = [("Content-Type", answer.content_type), ("x-Amzn-Invoked-Production-Variant", answer.variant)]
     return 200, out + list(answer.headers.items()), answer.body
 
@@ -165,7 +174,7 @@ def invoke(
     ``capture`` records it when the endpoint's config captures data. ``hosting``: the endpoints that
     CreateEndpoint made, looked up first."""
     if hosting is not None and hosting.has(endpoint):
-        return _invoke_hosted(hosting, endpoint, body, headers)
+        return _invoke_hosted(hosting, endpoint, body, headers, capture)
     info, error = _realtime_endpoint(endpoint, home)
     if error is not None:
         return error
@@ -206,12 +215,18 @@ class AsyncRequest:
     custom_attributes: str | None
 
 
-def invoke_async(endpoint: str, headers, home, backend: AsyncBackend | None) -> tuple[int, list, bytes]:
+def invoke_async(
+    endpoint: str, headers, home, backend: AsyncBackend | None, hosting=None
+) -> tuple[int, list, bytes]:
     """``InvokeEndpointAsync``: queue the request and answer 202 with where its output will be."""
     from mlops.serving.supervisor import EndpointError, get_endpoint
 
     try:
-        info = get_endpoint(endpoint, home=home)
+        info = (
+            hosting.info(endpoint)
+            if hosting is not None and hosting.has(endpoint)
+            else get_endpoint(endpoint, home=home)
+        )
     except EndpointError:
         return _error(400, "ValidationError", f"Endpoint {endpoint} not found.")
     config = info.async_config or {}
@@ -279,7 +294,7 @@ def _handler(
             elif match := STREAM_PATH.match(path):
                 self._stream(match.group(1), body)
             elif match := ASYNC_PATH.match(path):
-                self._answer(*invoke_async(match.group(1), self.headers, home, backend))
+                self._answer(*invoke_async(match.group(1), self.headers, home, backend, hosting))
             else:
                 self._answer(*_error(404, "UnknownOperationException", f"no operation at {self.path}"))
 

@@ -680,7 +680,7 @@ class ControlPlane:
                 "CaptureStatus": "Started" if enabled else "Stopped",
                 "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
                 "DestinationS3Uri": capture["DestinationS3Uri"],
-                "KmsKeyId": capture.get("KmsKeyId"),
+                "KmsKeyId": capture.get("KmsKeyId") or "",  # required in the summary; empty when unset
             }
         if config.get("AsyncInferenceConfig"):
             out["AsyncInferenceConfig"] = config["AsyncInferenceConfig"]

@@ -36,7 +36,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +59,7 @@ CREATING, IN_SERVICE, UPDATING, FAILED, DELETING = "Creating", "InService", "Upd
 SINGLE, SERIAL, DIRECT, MULTI_MODEL = "SingleModel", "Serial", "Direct", "MultiModel"
 INVOKE_TIMEOUT_S = 60.0  # InvokeEndpoint's limit on a container's answer
 REALTIME_PAYLOAD_MB = 6
+ASYNC_PAYLOAD_MB = 1024  # InvokeEndpointAsync's payloads go up to 1 GB
 METRIC_WINDOW_S = 3600.0  # how much invocation history an endpoint keeps for its metrics
 
 
@@ -76,6 +77,15 @@ class ContainerAnswer(Exception):
     def __init__(self, status: int, payload: bytes, container: str = ""):
         super().__init__(f"{container or 'container'} answered {status}")
         self.status, self.payload, self.container = status, payload, container
+
+
+@dataclass(frozen=True)
+class HostedInfo:
+    """What the async queue and data capture need of an endpoint (as the supervisor's EndpointInfo has)."""
+
+    name: str
+    async_config: dict | None
+    data_capture: dict | None
 
 
 @dataclass
@@ -173,6 +183,7 @@ class _Variant:
     desired_count: int
     served: list[serving.ServingContainer]  # one per container (none for multi-model: one per target model)
     hostnames: list[str]
+    payload_mb: int = REALTIME_PAYLOAD_MB
     instances: list[_Instance] = field(default_factory=list)
     desired_weight: float | None = None
     turn: itertools.count = field(default_factory=itertools.count)
@@ -261,6 +272,8 @@ class LocalHosting:
         self.images, self.services = dict(images or {}), services
         self.mme_memory = mme_memory_mb * 2**20 if mme_memory_mb else None
         self.metrics = Metrics()
+        # the async queue's count of an endpoint's requests queued or running (ApproximateBacklogSize)
+        self.backlog: Callable[[str], int] = lambda _name: 0
         self._endpoints: dict[str, _Endpoint] = {}
         self._lock = threading.Lock()
         self._work = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hosting")
@@ -408,6 +421,17 @@ class LocalHosting:
         v = ep.variants.get(variant) if ep else None
         if v is None:
             return None
+        if name in (
+            "ApproximateBacklogSize",
+            "ApproximateBacklogSizePerInstance",
+            "HasBacklogWithoutCapacity",
+        ):
+            backlog, instances = self.backlog(endpoint), sum(len(x.instances) for x in ep.variants.values())
+            if name == "ApproximateBacklogSize":
+                return float(backlog)
+            if name == "HasBacklogWithoutCapacity":
+                return 1.0 if backlog and not instances else 0.0
+            return backlog / max(1, instances)
         calls = self.metrics.calls(endpoint, variant, start.timestamp(), end.timestamp())
         if name == "Invocations":
             return _statistic([1.0] * len(calls), statistic, count_only=True)
@@ -432,6 +456,60 @@ class LocalHosting:
 
     def endpoint_config(self, name: str) -> dict:
         return self._get(name).config
+
+    def info(self, name: str) -> HostedInfo:
+        config = self._get(name).config
+        capture = config.get("DataCaptureConfig")
+        if capture is not None and capture.get("EnableCapture") is False:
+            capture = None
+        return HostedInfo(name, config.get("AsyncInferenceConfig"), capture)
+
+    def invoke_file(
+        self, name: str, source: Path, headers: dict[str, str], out, timeout: float = 3600.0
+    ) -> str:
+        """An asynchronous request: ``source`` streamed to one instance (waiting for one while the variants
+        have none: scaled to zero, the backlog brings one up), the answer copied to the file ``out``; its
+        content type. Models other than one container take the payload in memory."""
+        ep = self._get(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                variant = self._pick_variant(ep, headers.get("X-Amzn-SageMaker-Target-Variant"))
+                break
+            except HostingError:
+                if time.monotonic() > deadline or ep.status in (FAILED, DELETING):
+                    raise
+                time.sleep(0.1)
+        if variant.kind != SINGLE:
+            answer = self.invoke(name, source.read_bytes(), headers)
+            out.write(answer.body)
+            return answer.content_type
+        instance = self._pick_instance(variant, None)
+        started, error = time.perf_counter(), None
+        instance.inflight += 1
+        conn = http_connection(instance.containers[0].socket, timeout)
+        try:
+            with open(source, "rb") as body:
+                conn.request(
+                    "POST",
+                    "/invocations",
+                    body=body,
+                    headers={**headers, "Content-Length": str(source.stat().st_size)},
+                )
+            response = conn.getresponse()
+            if response.status >= 400:
+                error = response.status
+                raise ContainerAnswer(response.status, response.read(4096), variant.hostnames[0])
+            shutil.copyfileobj(response, out, 1 << 20)
+            return response.getheader("Content-Type") or "application/octet-stream"
+        finally:
+            conn.close()
+            instance.inflight -= 1
+            self.metrics.record(
+                name,
+                variant.name,
+                _Call(time.time(), (time.perf_counter() - started) * 1e6, error, None, None),
+            )
 
     def invoke(self, name: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """One InvokeEndpoint; raises :class:`HostingError` for what the API refuses, :class:`ContainerAnswer`
@@ -662,11 +740,13 @@ class LocalHosting:
         return serving.prepare(
             container, model_dir, images=self.images, services=self.services,
             log_paths=[directory / "prepare.log"], on_log=None,
-            settings={"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(REALTIME_PAYLOAD_MB)},
+            settings={"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(variant.payload_mb if variant else REALTIME_PAYLOAD_MB)},
             instance_type=variant.instance_type if variant else instance_type,
         )  # fmt: skip
 
-    def _build_variant(self, ep: _Endpoint, pv: dict, models: dict[str, dict], generation: int) -> _Variant:
+    def _build_variant(
+        self, ep: _Endpoint, pv: dict, models: dict[str, dict], generation: int, config: dict
+    ) -> _Variant:
         name = pv.get("VariantName") or "AllTraffic"
         model_name = pv.get("ModelName")
         model = models.get(model_name)
@@ -683,6 +763,7 @@ class LocalHosting:
         v = _Variant(
             name, model_name, model, kind, float(pv.get("InitialVariantWeight", 1.0)), instance_type,
             directory, count, [], _hostnames(containers_),
+            ASYNC_PAYLOAD_MB if config.get("AsyncInferenceConfig") else REALTIME_PAYLOAD_MB,
         )  # fmt: skip
         if kind != MULTI_MODEL:
             for i, container in enumerate(containers_):
@@ -728,7 +809,7 @@ class LocalHosting:
         variants: dict[str, _Variant] = {}
         try:
             for pv in config.get("ProductionVariants") or []:
-                v = self._build_variant(ep, pv, models, generation)
+                v = self._build_variant(ep, pv, models, generation, config)
                 variants[v.name] = v
                 for _ in range(v.desired_count):
                     v.instances = [*v.instances, self._start_instance(ep, v)]

@@ -190,7 +190,10 @@ def test_models_round_trip_with_lists_filters_and_pages(api):
     assert newest_first[0]["ModelName"] == "other-4" and newest_first[-1]["ModelName"] == "m1"
     pages = list(api.sm.get_paginator("list_models").paginate(PaginationConfig={"PageSize": 2}))
     assert [len(p["Models"]) for p in pages] == [2, 2, 2]
-    assert sorted(m["ModelName"] for p in pages for m in p["Models"]) == ["m1", *[f"other-{i}" for i in range(5)]]
+    assert sorted(m["ModelName"] for p in pages for m in p["Models"]) == [
+        "m1",
+        *[f"other-{i}" for i in range(5)],
+    ]
 
     with pytest.raises(ClientError) as exc:  # names are unique whatever their case (the ARN is lower-case)
         api.sm.create_model(**model_request("M1"))
@@ -243,7 +246,9 @@ def test_operations_that_are_not_emulated_say_so(api):
     with pytest.raises(ClientError) as exc:
         api.sm.list_training_jobs()
     code, message = error(exc)
-    assert code == "UnknownOperationException" and "ListTrainingJobs" in message and "CreateEndpoint" in message
+    assert (
+        code == "UnknownOperationException" and "ListTrainingJobs" in message and "CreateEndpoint" in message
+    )
     status, _, body = api.cp.handle("SageMaker.NoSuchThing", b"{}")
     assert status == 400 and "not an operation of the SageMaker API" in json.loads(body)["message"]
     status, _, body = api.cp.handle("SageMaker.ListModels", b"{not json")
@@ -283,7 +288,10 @@ def test_endpoint_configs_round_trip_and_name_their_models(api):
     assert (api.home / "hosting" / "endpoint-configs" / "cfg-1.json").is_file()
     with pytest.raises(ClientError) as exc:
         api.sm.create_endpoint_config(**config_request())
-    assert error(exc) == ("ValidationException", f'Cannot create already existing endpoint configuration "{arn}".')
+    assert error(exc) == (
+        "ValidationException",
+        f'Cannot create already existing endpoint configuration "{arn}".',
+    )
     api.sm.create_endpoint_config(**config_request("cfg-2"))
     listed = api.sm.list_endpoint_configs(NameContains="cfg", SortBy="Name", SortOrder="Ascending")
     assert [c["EndpointConfigName"] for c in listed["EndpointConfigs"]] == ["cfg-1", "cfg-2"]
@@ -317,7 +325,8 @@ def test_an_endpoint_is_created_served_updated_and_deleted_through_the_hosting(a
     assert described["ProductionVariants"][0]["VariantName"] == "v0"
     assert described["ProductionVariants"][0]["DeployedImages"][0]["ResolutionTime"].tzinfo is not None
     assert described["DataCaptureConfig"] == {"EnableCapture": True, "CaptureStatus": "Started",
-                                              "CurrentSamplingPercentage": 20, "DestinationS3Uri": "s3://b/capture"}  # fmt: skip
+                                              "CurrentSamplingPercentage": 20, "DestinationS3Uri": "s3://b/capture",
+                                              "KmsKeyId": ""}  # fmt: skip
     assert described["AsyncInferenceConfig"] == async_config
     record = json.loads((api.home / "hosting" / "endpoints" / "ep.json").read_text())
     assert record["EndpointConfigName"] == "cfg-1" and record["EndpointArn"] == arn
@@ -362,7 +371,10 @@ def test_an_endpoint_is_created_served_updated_and_deleted_through_the_hosting(a
     assert error(exc)[0] == "ValidationException" and "v9" in error(exc)[1]
 
     api.sm.delete_endpoint(EndpointName="ep")
-    assert api.hosting.calls[-1] == ("delete", "ep") and not (api.home / "hosting" / "endpoints" / "ep.json").exists()
+    assert (
+        api.hosting.calls[-1] == ("delete", "ep")
+        and not (api.home / "hosting" / "endpoints" / "ep.json").exists()
+    )
     with pytest.raises(ClientError) as exc:
         api.sm.describe_endpoint(EndpointName="ep")
     assert error(exc) == ("ValidationException", 'Could not find endpoint "ep".')
@@ -387,12 +399,13 @@ def test_the_waiter_fails_on_an_endpoint_the_hosting_lost(api):
 
 INFERENCE = textwrap.dedent(
     """
-    import os, time
+    import os, signal, time
     def model_fn(model_dir):
+        if os.environ.get("SLOW_LOAD"):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a stop ends it at once, not after the grace period
+            time.sleep(60)
         weight = float(open(os.path.join(model_dir, "weight.txt")).read())
         def model(x):
-            if os.environ.get("SLOW"):
-                time.sleep(60)
             return (x.sum(axis=1) * weight).reshape(-1, 1)
         return model
     """
@@ -404,7 +417,9 @@ def transform(api, monkeypatch):
     if not sandbox.bwrap_works():
         pytest.skip("bwrap cannot create namespaces on this machine")
     monkeypatch.setenv("MLOPS_SANDBOX", sandbox.BWRAP)
-    api.store.put_bytes("s3://b/model/model.tar.gz", targz({"weight.txt": "2", "code/inference.py": INFERENCE}))
+    api.store.put_bytes(
+        "s3://b/model/model.tar.gz", targz({"weight.txt": "2", "code/inference.py": INFERENCE})
+    )
     for i, rows in enumerate((5, 3)):
         api.store.put_bytes(f"s3://b/in/part-{i}.csv", "".join(f"{r},{i}\n" for r in range(rows)).encode())
     api.sm.create_model(**model_request("tm"))
@@ -463,18 +478,23 @@ def test_a_transform_job_runs_for_real_and_the_waiter_sees_it_complete(transform
     api.sm.create_transform_job(**job_request("t-4", TransformInput={
         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/nothing-here"}}}))  # fmt: skip
     with pytest.raises(WaiterError):
-        api.sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName="t-4", WaiterConfig=FAST)
+        api.sm.get_waiter("transform_job_completed_or_stopped").wait(
+            TransformJobName="t-4", WaiterConfig=FAST
+        )
     failed = api.sm.describe_transform_job(TransformJobName="t-4")
     assert failed["TransformJobStatus"] == "Failed" and "s3://b/nothing-here" in failed["FailureReason"]
 
 
 def test_stopping_a_slow_job_stops_it_and_uploads_nothing(transform):
     api = transform
-    api.sm.create_transform_job(**job_request("slow", Environment={"SLOW": "1"}))
+    api.sm.create_transform_job(**job_request("slow", Environment={"SLOW_LOAD": "1"}))
     time.sleep(1.0)
     assert api.sm.describe_transform_job(TransformJobName="slow")["TransformJobStatus"] == "InProgress"
     api.sm.stop_transform_job(TransformJobName="slow")
-    assert api.sm.describe_transform_job(TransformJobName="slow")["TransformJobStatus"] in ("Stopping", "Stopped")
+    assert api.sm.describe_transform_job(TransformJobName="slow")["TransformJobStatus"] in (
+        "Stopping",
+        "Stopped",
+    )
     api.sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName="slow", WaiterConfig=FAST)
     stopped = api.sm.describe_transform_job(TransformJobName="slow")
     assert stopped["TransformJobStatus"] == "Stopped" and "TransformEndTime" in stopped
@@ -486,7 +506,7 @@ def test_stopping_a_slow_job_stops_it_and_uploads_nothing(transform):
 
 def test_closing_the_api_ends_its_jobs_as_failed_saying_why(transform):
     api = transform
-    api.sm.create_transform_job(**job_request("slow", Environment={"SLOW": "1"}))
+    api.sm.create_transform_job(**job_request("slow", Environment={"SLOW_LOAD": "1"}))
     time.sleep(0.5)
     api.cp.close(timeout=30)
     assert api.cp.running_jobs() == []
@@ -510,7 +530,7 @@ time.sleep(300)
 def test_a_job_whose_process_died_reads_as_failed(transform):
     api = transform
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUN_ELSEWHERE, str(api.home), json.dumps(job_request("orphan", Environment={"SLOW": "1"}))],
+        [sys.executable, "-c", _RUN_ELSEWHERE, str(api.home), json.dumps(job_request("orphan", Environment={"SLOW_LOAD": "1"}))],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -526,6 +546,8 @@ def test_a_job_whose_process_died_reads_as_failed(transform):
         proc.wait(timeout=30)
     described = api.sm.describe_transform_job(TransformJobName="orphan")
     assert described["TransformJobStatus"] == "Failed"
-    assert f"process {proc.pid}" in described["FailureReason"] and "stopped before" in described["FailureReason"]
+    assert (
+        f"process {proc.pid}" in described["FailureReason"] and "stopped before" in described["FailureReason"]
+    )
     record = json.loads((api.home / "hosting" / "transform-jobs" / "orphan" / "record.json").read_text())
     assert record["TransformJobStatus"] == "Failed"  # written back: every later reader sees the same

@@ -245,3 +245,103 @@ def test_a_model_that_cannot_load_fails_the_endpoint_with_its_reason(hosting):
     assert hosting.wait("bad", 120) == "Failed"
     reason = hosting.describe_endpoint("bad")["FailureReason"]
     assert "no weights" in reason or "exited during startup" in reason, reason
+
+
+# Answers the size and digest of what it got: the payload went through whole.
+DIGEST = """
+import hashlib, json
+
+def model_fn(model_dir):
+    return None
+
+def input_fn(body, content_type):
+    return body
+
+def predict_fn(data, model):
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+def output_fn(prediction, accept):
+    return json.dumps(prediction), "application/json"
+"""
+
+
+def test_an_async_endpoint_scaled_to_zero_answers_once_an_instance_is_back(tmp_path):
+    import hashlib
+
+    from mlops.local.async_inference import AsyncQueue, read_topic, wait_for
+
+    store = S3Store(tmp_path / "s3")
+    hosting = LocalHosting(tmp_path, store)
+    queue = AsyncQueue(tmp_path, hosting=hosting)
+    hosting.backlog = queue.backlog
+    model = {
+        "ModelName": "m",
+        "PrimaryContainer": container(put(store, "s3://b/m.tar.gz", model_tar(DIGEST))),
+    }
+    config = {
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1}],
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://b/out/", "NotificationConfig": {
+            "SuccessTopic": "arn:aws:sns:eu-west-1:000000000000:done"}}},
+    }  # fmt: skip
+    try:
+        with RuntimeApiServer(tmp_path, backend=queue, hosting=hosting) as api:
+            hosting.create_endpoint("queued", config, {"m": model})
+            assert hosting.wait("queued", 120) == IN_SERVICE
+            client = runtime(api.url)
+            with pytest.raises(client.exceptions.ValidationError, match="asynchronous endpoint"):
+                call(client, "queued", [1])
+            hosting.set("queued", "AllTraffic", 0, "idle")
+            payload = b"x" * (20 << 20)
+            store.put_bytes("s3://b/in/big.bin", payload)
+            res = client.invoke_endpoint_async(EndpointName="queued", InputLocation="s3://b/in/big.bin",
+                                               ContentType="application/octet-stream")  # fmt: skip
+            assert hosting.metric("queued", "AllTraffic", "HasBacklogWithoutCapacity", "Maximum",
+                                  *_window()) == 1.0  # fmt: skip
+            assert not wait_for(store, res["OutputLocation"], timeout=1.0)  # no instance: it waits
+            hosting.set("queued", "AllTraffic", 1, "backlog")
+            assert wait_for(store, res["OutputLocation"], timeout=60)
+            answer = json.loads(store.path(res["OutputLocation"]).read_bytes())
+            assert answer == {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+            assert (
+                read_topic(tmp_path, "arn:aws:sns:eu-west-1:000000000000:done")[0]["invocationStatus"]
+                == "Completed"
+            )
+            assert queue.backlog("queued") == 0
+    finally:
+        queue.close()
+        hosting.close(stop=True)
+
+
+def _window():
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    return now - timedelta(minutes=1), now + timedelta(seconds=1)
+
+
+def test_data_capture_records_what_a_hosted_endpoint_answered(tmp_path):
+    from mlops.local.data_capture import DataCapture
+
+    store = S3Store(tmp_path / "s3")
+    hosting = LocalHosting(tmp_path, store)
+    model = {
+        "ModelName": "m",
+        "PrimaryContainer": container(put(store, "s3://b/m.tar.gz", model_tar(OFFSET, 1))),
+    }
+    config = {
+        "ProductionVariants": [{"VariantName": "Blue", "ModelName": "m", "InitialInstanceCount": 1}],
+        "DataCaptureConfig": {"EnableCapture": True, "InitialSamplingPercentage": 100,
+                              "DestinationS3Uri": "s3://b/capture", "CaptureOptions": [
+                                  {"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
+    }  # fmt: skip
+    try:
+        with RuntimeApiServer(tmp_path, hosting=hosting, capture=DataCapture(tmp_path)) as api:
+            hosting.create_endpoint("captured", config, {"m": model})
+            assert hosting.wait("captured", 120) == IN_SERVICE
+            assert call(runtime(api.url), "captured", [41])[0] == [42.0]
+        files = list((tmp_path / "s3" / "b" / "capture" / "captured" / "Blue").rglob("*.jsonl"))
+        record = json.loads(files[0].read_text().splitlines()[0])
+        assert record["captureData"]["endpointInput"]["data"] == "[41]"
+        assert record["captureData"]["endpointOutput"]["data"] == "[42.0]"
+    finally:
+        hosting.close(stop=True)

@@ -1,0 +1,1 @@
+"""Batch scoring with the latest Approved model version: resolve it, batch transform, summary."""
