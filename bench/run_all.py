@@ -16,6 +16,7 @@ BENCHES = [
     ("image environment: first build vs cached", ["bench_image_env.py"]),
     ("batch transform vs the model's predict in a loop", ["bench_transform.py"]),
     ("asynchronous inference end to end vs InvokeEndpoint", ["bench_async.py"]),
+    ("multi-model endpoint: cold and warm", ["bench_multi_model.py"]),
 ]
 
 

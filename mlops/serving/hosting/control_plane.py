@@ -621,10 +621,9 @@ class ControlPlane:
             with self._lock:
                 record = self.endpoints.get(name) or record
                 if record.get("PendingEndpointConfigName") == pending:
+                    # done: the new config serves; after a failed update (a FailureReason) the old one does
                     if state.get("EndpointStatus") == "InService" and not state.get("FailureReason"):
-                        record["EndpointConfigName"] = (
-                            pending  # the update is done; else the old config serves
-                        )
+                        record["EndpointConfigName"] = pending
                     record.pop("PendingEndpointConfigName", None)
                     record.pop("PendingSince", None)
                     self.endpoints.put(name, record)
@@ -638,7 +637,8 @@ class ControlPlane:
             config_record = self._config(request["EndpointConfigName"])
             config = {**config_record["Request"], "EndpointConfigName": config_record["EndpointConfigName"]}
             models = self._models_of(config)
-            arn = f"{arns.arn_prefix({'endpoint': request, 'config': config, 'models': models})}:endpoint/{name.lower()}"
+            prefix = arns.arn_prefix({"endpoint": request, "config": config, "models": models})
+            arn = f"{prefix}:endpoint/{name.lower()}"
             self._hosting_call(lambda: self.hosting.create_endpoint(name, config, models))
             created = _now()
             record = {
@@ -774,28 +774,32 @@ class ControlPlane:
         record = self.jobs.get(name)
         if record is None:
             raise ApiError("ResourceNotFound", f"Could not find requested job with name {name}")
+        running = record.get("TransformJobStatus") in _JOB_RUNNING
         if (
-            record.get("TransformJobStatus") in _JOB_RUNNING
+            running
             and record["TransformJobName"] not in self._running
+            and not _owner_alive(record.get("Owner"))
         ):
-            if not _owner_alive(record.get("Owner")):
-                with self._lock:
-                    record = self.jobs.get(name) or record
-                    if record.get("TransformJobStatus") in _JOB_RUNNING:
-                        stopping = record["TransformJobStatus"] == "Stopping"
-                        pid = (record.get("Owner") or {}).get("pid")
-                        record.update(
-                            TransformJobStatus="Stopped" if stopping else "Failed",
-                            FailureReason=None
-                            if stopping
-                            else (
-                                f"the local SageMaker API that ran this job (process {pid}) stopped before "
-                                "the job ended; its output was not uploaded"
-                            ),
-                            TransformEndTime=_now(),
-                            LastModifiedTime=_now(),
-                        )
-                        self.jobs.put(record["TransformJobName"], record)
+            record = self._orphaned(record)
+        return record
+
+    def _orphaned(self, record: dict) -> dict:
+        """A running job whose ControlPlane is gone: Failed (Stopped if it was being stopped), written back."""
+        with self._lock:
+            record = self.jobs.get(record["TransformJobName"]) or record
+            if record.get("TransformJobStatus") not in _JOB_RUNNING:
+                return record
+            pid = (record.get("Owner") or {}).get("pid")
+            if record["TransformJobStatus"] == "Stopping":
+                record.update(TransformJobStatus="Stopped")
+            else:
+                record.update(
+                    TransformJobStatus="Failed",
+                    FailureReason=f"the local SageMaker API that ran this job (process {pid}) stopped before "
+                    "the job ended; its output was not uploaded",
+                )
+            record.update(TransformEndTime=_now(), LastModifiedTime=_now())
+            self.jobs.put(record["TransformJobName"], record)
         return record
 
     def _run(self) -> TransformRunner:
@@ -895,7 +899,7 @@ class ControlPlane:
         with self._lock:
             record = self.jobs.get(name)
             if record is not None:
-                record.update({k: v for k, v in changes.items()})
+                record.update(changes)
                 self.jobs.put(name, {k: v for k, v in record.items() if v is not None})
 
     def _job_view(self, record: dict) -> dict:

@@ -186,6 +186,8 @@ def test_models_round_trip_with_lists_filters_and_pages(api):
         api.sm.create_model(**model_request(f"other-{i}"))
     assert [m["ModelName"] for m in api.sm.list_models(NameContains="OTHER", SortBy="Name", SortOrder="Ascending")[
         "Models"]] == [f"other-{i}" for i in range(5)]  # fmt: skip
+    after_m1 = api.sm.list_models(CreationTimeAfter=described["CreationTime"])["Models"]
+    assert "m1" not in [m["ModelName"] for m in after_m1] and len(after_m1) == 5
     newest_first = api.sm.list_models()["Models"]
     assert newest_first[0]["ModelName"] == "other-4" and newest_first[-1]["ModelName"] == "m1"
     pages = list(api.sm.get_paginator("list_models").paginate(PaginationConfig={"PageSize": 2}))
@@ -370,11 +372,15 @@ def test_an_endpoint_is_created_served_updated_and_deleted_through_the_hosting(a
         )
     assert error(exc)[0] == "ValidationException" and "v9" in error(exc)[1]
 
+    # RetainAllVariantProperties: the weights the endpoint has now, not the new config's initial ones
+    api.sm.update_endpoint(EndpointName="ep", EndpointConfigName="cfg-2", RetainAllVariantProperties=True)
+    retained = api.hosting.calls[-1][2]["ProductionVariants"]
+    assert [v["InitialVariantWeight"] for v in retained] == [1.0, 3.0]
+    api.hosting.finish("ep")
+
     api.sm.delete_endpoint(EndpointName="ep")
-    assert (
-        api.hosting.calls[-1] == ("delete", "ep")
-        and not (api.home / "hosting" / "endpoints" / "ep.json").exists()
-    )
+    assert api.hosting.calls[-1] == ("delete", "ep")
+    assert not (api.home / "hosting" / "endpoints" / "ep.json").exists()
     with pytest.raises(ClientError) as exc:
         api.sm.describe_endpoint(EndpointName="ep")
     assert error(exc) == ("ValidationException", 'Could not find endpoint "ep".')
