@@ -109,24 +109,69 @@ def _container_headers(headers, accept: str | None = None) -> dict[str, str]:
     return out
 
 
-def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_part) -> None:
+def _open_hosted_stream(hosting, endpoint: str, body: bytes, headers, write_head, write_part):
+    """A hosted endpoint's streaming answer: ``(variant, connection, response)``, or None once answered."""
+    from mlops.serving.hosting.endpoints import HostingError
+
+    out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
+    if headers.get("X-Amzn-SageMaker-Target-Variant"):
+        out["X-Amzn-SageMaker-Target-Variant"] = headers["X-Amzn-SageMaker-Target-Variant"]
+    try:
+        if hosting.info(endpoint).async_config:
+            write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} is an asynchronous endpoint."))
+            return None
+        opened = hosting.open_stream(endpoint, body, out)
+    except HostingError as err:
+        write_head(*_error(400, "ValidationError", str(err)))
+        return None
+    except OSError as err:
+        write_head(*_unreachable(err))
+        return None
+    if opened is None:  # a pipeline, Direct or multi-model: answered whole, sent as one part
+        status, answer, payload = _invoke_hosted(hosting, endpoint, body, out, None)
+        if status != 200:
+            write_head(status, answer, payload)
+            return None
+        answer = dict(answer)
+        write_head(200, [("Content-Type", "application/vnd.amazon.eventstream"),
+                         ("X-Amzn-SageMaker-Content-Type", answer["Content-Type"]),
+                         ("x-Amzn-Invoked-Production-Variant", answer["x-Amzn-Invoked-Production-Variant"])],
+                   None)  # fmt: skip
+        for start in range(0, len(payload), _PART_BYTES):
+            write_part(_part(payload[start : start + _PART_BYTES]))
+        return None
+    return opened
+
+
+def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_part, hosting=None) -> None:
     """``InvokeEndpointWithResponseStream``: the model's answer as PayloadPart events, each sent as soon as
     that much of it arrived from the model server. ``write_head(status, headers, body_or_None)`` starts the
     answer (an error is a whole JSON answer instead); ``write_part(bytes)`` sends one event."""
-    info, error = _realtime_endpoint(endpoint, home)
-    if error is not None:
-        return write_head(*error)
-    out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
-    conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
+    if hosting is not None and hosting.has(endpoint):
+        opened = _open_hosted_stream(hosting, endpoint, body, headers, write_head, write_part)
+        if opened is None:
+            return None
+        variant, conn, response = opened
+    else:
+        info, error = _realtime_endpoint(endpoint, home)
+        if error is not None:
+            return write_head(*error)
+        out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
+        conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
+        try:
+            conn.request("POST", "/invocations", body=body, headers=out)
+            response = conn.getresponse()
+        except OSError as err:
+            conn.close()
+            return write_head(*_unreachable(err))
+        variant = VARIANT
     try:
-        conn.request("POST", "/invocations", body=body, headers=out)
-        response = conn.getresponse()
         if response.status >= 400:
             return write_head(*_model_error(response.status, response.read()))
         content_type = response.getheader("Content-Type") or "application/octet-stream"
         write_head(200, [("Content-Type", "application/vnd.amazon.eventstream"),
                          ("X-Amzn-SageMaker-Content-Type", content_type),
-                         ("x-Amzn-Invoked-Production-Variant", VARIANT)], None)  # fmt: skip
+                         ("x-Amzn-Invoked-Production-Variant", variant)], None)  # fmt: skip
         while chunk := response.read1(_PART_BYTES):
             write_part(_part(chunk))
     except OSError as err:
@@ -316,7 +361,7 @@ def _handler(
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
 
-            invoke_stream(endpoint, body, self.headers, home, head, part)
+            invoke_stream(endpoint, body, self.headers, home, head, part, hosting)
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
 

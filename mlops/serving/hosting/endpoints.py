@@ -551,6 +551,35 @@ class LocalHosting:
             answer.headers["X-Mlops-Model-Cache"] = "hit" if hit else f"miss; loaded in {load_ms:.0f} ms"
         return answer
 
+    def open_stream(self, name: str, body: bytes, headers: Mapping[str, str]):
+        """InvokeEndpointWithResponseStream on a one-container model: ``(variant, connection, response)``
+        with the container's answer still arriving (the caller reads it as it comes, then closes the
+        connection); None for the other kinds of model, which answer whole through :meth:`invoke`."""
+        ep = self._endpoints.get(name)
+        if ep is None:
+            raise NotHosted(f"Endpoint {name} not found.")
+        if ep.status not in (IN_SERVICE, UPDATING):
+            raise HostingError(f"Endpoint {name} is {ep.status}: no instance serves it.")
+        variant = self._pick_variant(ep, headers.get("X-Amzn-SageMaker-Target-Variant"))
+        if variant.kind != SINGLE:
+            return None
+        instance = self._pick_instance(variant, None)
+        out = {k: headers[k] for k in ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+               if headers.get(k)}  # fmt: skip
+        conn = http_connection(instance.containers[0].socket, INVOKE_TIMEOUT_S)
+        try:
+            conn.request("POST", "/invocations", body=body, headers=out)
+            response = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        self.metrics.record(
+            name,
+            variant.name,
+            _Call(time.time(), 0.0, response.status if response.status >= 400 else None, None, None),
+        )
+        return variant.name, conn, response
+
     def _pick_variant(self, ep: _Endpoint, target: str | None) -> _Variant:
         variants = list(ep.variants.values())
         if target:

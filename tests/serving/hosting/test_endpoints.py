@@ -345,3 +345,24 @@ def test_data_capture_records_what_a_hosted_endpoint_answered(tmp_path):
         assert record["captureData"]["endpointOutput"]["data"] == "[42.0]"
     finally:
         hosting.close(stop=True)
+
+
+def test_response_stream_from_a_hosted_variant_and_whole_from_a_pipeline(hosting):
+    hosting, store, url = hosting
+    a = put(store, "s3://b/st/a.tar.gz", model_tar(OFFSET, 1))
+    b = put(store, "s3://b/st/b.tar.gz", model_tar(TOTAL))
+    models = {"one": {"ModelName": "one", "PrimaryContainer": container(a)},
+              "pipe": {"ModelName": "pipe", "Containers": [container(a), container(b)]}}  # fmt: skip
+    up(hosting, "st", [{"VariantName": "Single", "ModelName": "one", "InitialInstanceCount": 1},
+                       {"VariantName": "Pipe", "ModelName": "pipe", "InitialInstanceCount": 1}], models)  # fmt: skip
+    client = runtime(url)
+
+    def stream(variant: str):
+        res = client.invoke_endpoint_with_response_stream(
+            EndpointName="st", Body="[1, 2]", ContentType="application/json", TargetVariant=variant
+        )
+        parts = [e["PayloadPart"]["Bytes"] for e in res["Body"] if "PayloadPart" in e]
+        return res["InvokedProductionVariant"], b"".join(parts)
+
+    assert stream("Single") == ("Single", b"[2.0, 3.0]")
+    assert stream("Pipe") == ("Pipe", b'{"total": 5.0}')
