@@ -55,8 +55,8 @@ def model_tar(offset: float) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     import boto3
 
+    from mlops.local.hosting.endpoints import IN_SERVICE, LocalHosting
     from mlops.local.s3store import S3Store
-    from mlops.serving.hosting.endpoints import IN_SERVICE, LocalHosting
     from mlops.serving.runtime_api import RuntimeApiServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 per_model = one.memory
         finally:
-            probe.close(stop=True)
+            probe.close(delete=True)
         budget_mb = int((args.fit + 0.5) * per_model / 2**20)
         hosting = LocalHosting(home, store, mme_memory_mb=budget_mb)
         try:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     [recent[i % len(recent)] for i in range(args.warm)])))  # fmt: skip
                 rows.append(("cold again: a round over all (each call evicts one)", timed(names)))
         finally:
-            hosting.close(stop=True)
+            hosting.close(delete=True)
     print(
         f"\none model server: {per_model / 2**20:.0f} MB resident; budget {budget_mb} MB ({args.fit} models)"
     )

@@ -73,9 +73,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = add(
         "api", _api,
-        "serve the sagemaker-runtime API (InvokeEndpoint) over the local endpoints, for boto3 and the AWS CLI",
+        "serve the sagemaker-runtime API (InvokeEndpoint...), the sagemaker API's model, endpoint-config, "
+        "endpoint and transform-job calls and Application Auto Scaling, for boto3 and the AWS CLI",
     )  # fmt: skip
     p.add_argument("--port", type=int, default=API_PORT, help=f"port on 127.0.0.1 (default {API_PORT})")
+    p.add_argument(
+        "--images", type=Path, metavar="FILE.yaml",
+        help="which environment stands in for which image (config local.images' form), for CreateModel's images",
+    )  # fmt: skip
+    p.add_argument(
+        "--mme-memory-mb", type=int, metavar="MB",
+        help="memory of each multi-model instance for its loaded models (default: its instance type's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--scaling-period-s", type=float, default=60.0, metavar="S",
+        help="how long one of CloudWatch's minutes lasts for the scaling policies (default 60)",
+    )  # fmt: skip
 
     p = add("notifications", _notifications, "print the messages an async endpoint sent to a topic")
     p.add_argument("topic", help="the topic's ARN (or name), as in NotificationConfig")
@@ -87,43 +100,81 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 API_PORT = 8090
 
 
-def _export_line(port: int) -> str:
-    from mlops.serving.runtime_api import ENV_VAR
+# botocore's service-specific endpoint variables, each pointed at the one local API
+_SERVICE_VARS = ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL_SAGEMAKER",
+                 "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING")  # fmt: skip
 
-    return f"export {ENV_VAR}=http://127.0.0.1:{port}"
+
+def _export_line(port: int) -> str:
+    return "\n".join(f"export {var}=http://127.0.0.1:{port}" for var in _SERVICE_VARS)
 
 
 def _url(args) -> int:
     sys.stdout.write(_export_line(args.port) + "\n")
     err().print(
         f"# with `mlops endpoints api --port {args.port}` running, boto3.client('sagemaker-runtime')"
-        ".invoke_endpoint(EndpointName=...) reaches the local endpoint of that name",
+        ".invoke_endpoint(EndpointName=...) reaches the local endpoint of that name, and boto3.client("
+        "'sagemaker') / ('application-autoscaling') the local models, endpoints and scaling policies",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
     return 0
 
 
 def _api(args) -> int:
+    import threading
+
+    from mlops.cli.run import read_images
     from mlops.local.async_inference import AsyncQueue
     from mlops.local.data_capture import DataCapture
+    from mlops.local.hosting import autoscaling_api
+    from mlops.local.hosting.autoscaling import Scaler
+    from mlops.local.hosting.control_plane import ControlPlane
+    from mlops.local.hosting.endpoints import LocalHosting
+    from mlops.local.runtime.transform import run_transform_job
+    from mlops.local.s3store import S3Store
     from mlops.serving.runtime_api import RuntimeApiServer
 
-    queue = AsyncQueue(args.home_root)
+    home = Path(args.home_root)
+    images = read_images(args.images) if args.images else {}
+    store = S3Store(home / "s3")
+    hosting = LocalHosting(home, store, images=images, mme_memory_mb=args.mme_memory_mb)
+    queue = AsyncQueue(home, hosting=hosting)
+    hosting.backlog = queue.backlog
+    control = ControlPlane(home, hosting, store, transform_runner=run_transform_job)
+    services = {
+        "SageMaker": control.handle,
+        "AnyScaleFrontendService": lambda target, body: autoscaling_api.handle(
+            home, target, body, capacity=hosting
+        ),
+    }
     try:
-        api = RuntimeApiServer(args.home_root, args.port, backend=queue, capture=DataCapture(args.home_root))
+        api = RuntimeApiServer(
+            home, args.port, backend=queue, capture=DataCapture(home), hosting=hosting, services=services
+        )
     except OSError as error:
+        hosting.close()
         raise supervisor.EndpointError(
             f"--port {args.port}: cannot listen on 127.0.0.1 ({error.strerror})"
         ) from None
+    stop = threading.Event()
+    scaler = Scaler(home, hosting.metric, hosting, period_s=args.scaling_period_s)
+    threading.Thread(target=scaler.run, args=(stop,), name="mlops-autoscaling", daemon=True).start()
     sys.stdout.write(_export_line(api.port) + "\n")
     sys.stdout.flush()
-    err().print(f"sagemaker-runtime API on {api.url} (Ctrl-C stops it)", highlight=False)
+    err().print(
+        f"sagemaker-runtime, sagemaker and application-autoscaling APIs on {api.url} (Ctrl-C stops it; "
+        "the endpoints CreateEndpoint made stop with it and come back at the next `mlops endpoints api`)",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     try:
         api.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         queue.close()
+        control.close()
+        hosting.close()
     return 0
 
 

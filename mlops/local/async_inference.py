@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlops.local.s3store import S3Store, S3StoreError
 from mlops.serving import http_connection
-from mlops.serving.runtime_api import AsyncRequest, model_error_message
+from mlops.serving.runtime_api import AsyncRequest, ContainerAnswer, model_error_message
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class AsyncQueue:
     def __init__(self, home: str | Path, store_root: Path | None = None, hosting=None):
         self.home = Path(home)
         self.store = S3Store(Path(store_root) if store_root else self.home / "s3")
-        self.hosting = hosting  # the endpoints CreateEndpoint made (:mod:`mlops.serving.hosting.endpoints`)
+        self.hosting = hosting  # the endpoints CreateEndpoint made (:mod:`mlops.local.hosting.endpoints`)
         self._backlog: dict[str, int] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
@@ -154,8 +154,6 @@ class AsyncQueue:
         return content_type, size
 
     def _invoke_hosted(self, request: AsyncRequest) -> tuple[str, int]:
-        from mlops.serving.hosting.endpoints import ContainerAnswer
-
         source = self.store.path(request.input_location)
         if not source.is_file():
             raise RuntimeError(f"input {request.input_location} does not exist")

@@ -40,6 +40,18 @@ _TIMEOUT_S = 60.0  # InvokeEndpoint's own limit on a container's answer
 VARIANT = "AllTraffic"  # the SDK's name for a single production variant
 
 
+class Refused(Exception):
+    """What a hosted endpoint refuses to take (the API's ``ValidationError``); the message is the API's."""
+
+
+class ContainerAnswer(Exception):
+    """A container answered with an error status (``ModelError`` in the API)."""
+
+    def __init__(self, status: int, payload: bytes, container: str = ""):
+        super().__init__(f"{container or 'container'} answered {status}")
+        self.status, self.payload, self.container = status, payload, container
+
+
 def _error(status: int, kind: str, message: str, **extra) -> tuple[int, list, bytes]:
     body = {"__type": kind, "message": message, **extra}
     return status, [("Content-Type", _JSON), ("x-amzn-ErrorType", kind)], json.dumps(body).encode()
@@ -111,8 +123,6 @@ def _container_headers(headers, accept: str | None = None) -> dict[str, str]:
 
 def _open_hosted_stream(hosting, endpoint: str, body: bytes, headers, write_head, write_part):
     """A hosted endpoint's streaming answer: ``(variant, connection, response)``, or None once answered."""
-    from mlops.serving.hosting.endpoints import HostingError
-
     out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
     if headers.get("X-Amzn-SageMaker-Target-Variant"):
         out["X-Amzn-SageMaker-Target-Variant"] = headers["X-Amzn-SageMaker-Target-Variant"]
@@ -121,7 +131,7 @@ def _open_hosted_stream(hosting, endpoint: str, body: bytes, headers, write_head
             write_head(*_error(400, "ValidationError", f"Endpoint {endpoint} is an asynchronous endpoint."))
             return None
         opened = hosting.open_stream(endpoint, body, out)
-    except HostingError as err:
+    except Refused as err:
         write_head(*_error(400, "ValidationError", str(err)))
         return None
     except OSError as err:
@@ -187,9 +197,7 @@ class CaptureSink(Protocol):
 
 
 def _invoke_hosted(hosting, endpoint: str, body: bytes, headers, capture) -> tuple[int, list, bytes]:
-    """InvokeEndpoint on an endpoint CreateEndpoint made (:mod:`mlops.serving.hosting.endpoints`)."""
-    from mlops.serving.hosting.endpoints import ContainerAnswer, HostingError
-
+    """InvokeEndpoint on an endpoint CreateEndpoint made (:mod:`mlops.local.hosting.endpoints`)."""
     info = hosting.info(endpoint)
     if info.async_config:
         return _error(
@@ -198,7 +206,7 @@ def _invoke_hosted(hosting, endpoint: str, body: bytes, headers, capture) -> tup
         )  # fmt: skip
     try:
         answer = hosting.invoke(endpoint, body, headers)
-    except HostingError as err:
+    except Refused as err:
         return _error(400, "ValidationError", str(err))
     except ContainerAnswer as err:
         return _model_error(err.status, err.payload)

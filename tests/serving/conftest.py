@@ -175,11 +175,12 @@ def digits_model(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def runtime_api_process(home: Path):
-    """``mlops endpoints api`` as a user starts it, on a free port: yields (url, the line it printed)."""
+def runtime_api_process(home: Path, *extra: str):
+    """``mlops endpoints api`` as a user starts it, on a free port: yields (url, the first line it printed)."""
     port = supervisor.free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home)],
+        [sys.executable, "-m", "mlops.cli.main", "endpoints", "api", "--port", str(port), "--home", str(home),
+         *extra],  # fmt: skip
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -29,6 +29,7 @@ from mlops.local.images import image_uri
 # Where the toolkit's own stand-in scripts are visible inside a job (read-only).
 TOOLKIT_IN_JOB = "/opt/mlops/images"
 _XGBOOST_ALGORITHM = Path(__file__).with_name("xgboost_algorithm.py")
+_HANDLER_SERVING = Path(__file__).with_name("handler_serving.py")
 # The framework image's ``SAGEMAKER_TRAINING_MODULE`` (from the images' Dockerfiles in
 # aws/deep-learning-containers: pytorch/training/docker/*/Dockerfile.cpu and huggingface/pytorch/...).
 _TRAINING_MODULES = {
@@ -55,7 +56,7 @@ class ImageLaunchError(MlopsError):
 class Launch:
     """The command a job's hosts run, the variables the image would set, and the files it needs."""
 
-    kind: str  # "entrypoint" | "framework" | "algorithm"
+    kind: str  # "entrypoint" | "framework" | "algorithm" | "handlers" | "handlers-program"
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[tuple[str, Path]] = field(default_factory=list)  # (container path, host file), read-only
@@ -145,20 +146,63 @@ SERVING_RUN_DIR = "/opt/mlops/run"
 SERVING_SOCKET = f"{SERVING_RUN_DIR}/server.sock"
 SERVING_PORT = 8080
 _TOOLKIT_ROOT = Path(__file__).resolve().parents[3]  # the dir holding the ``mlops`` package
+# Where an ``s3://.../sourcedir.tar.gz`` SAGEMAKER_SUBMIT_DIRECTORY is unpacked in a serving container, as the
+# scikit-learn and XGBoost images' sagemaker-containers unpack it (its ``_env.code_dir``).
+SUBMIT_DIR_IN_CONTAINER = "/opt/ml/code"
+MODEL_CODE_DIR = "/opt/ml/model/code"  # sagemaker-inference's ``environment.code_dir``
+# Framework images whose serving container runs SAGEMAKER_PROGRAM through the handler contract -> the defaults
+# handler_serving.py applies (TensorFlow Serving has its own contract: input_handler / output_handler).
+_HANDLER_FRAMEWORKS = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "pytorch": "pytorch",
+    "mxnet": "generic",
+    "huggingface": "generic",
+}
+
+
+def code_dir(env: dict) -> str:
+    """Where a serving container finds SAGEMAKER_PROGRAM: the unpacked SAGEMAKER_SUBMIT_DIRECTORY when it is an
+    S3 URI, the path it names when it is one (the SDK sets ``/opt/ml/model/code`` for a repacked model), else
+    ``/opt/ml/model/code``."""
+    submit = str(env.get("SAGEMAKER_SUBMIT_DIRECTORY") or "")
+    if submit.startswith("s3://"):
+        return SUBMIT_DIR_IN_CONTAINER
+    if submit.startswith("/"):
+        return submit.rstrip("/") or "/"
+    return MODEL_CODE_DIR
 
 
 def serving_launch(container: dict, model_dir: Path) -> Launch:
     """What a model's serving container runs, from its CreateModel container and its unpacked model data.
 
+    - a framework image (scikit-learn, PyTorch, XGBoost, MXNet, Hugging Face; not TensorFlow Serving) whose
+      ``Environment`` names ``SAGEMAKER_PROGRAM``: the framework's handler server
+      (:mod:`mlops.local.images.handler_serving`, in the image's own Python) imports that script from the code
+      dir (:func:`code_dir`) and serves its ``model_fn`` / ``input_fn`` / ``predict_fn`` / ``output_fn``;
     - built-in XGBoost (``sagemaker-xgboost`` without ``SAGEMAKER_PROGRAM``): the algorithm's ``serve`` mode;
     - a model whose data holds ``code/inference.py`` (the PyTorch serving handlers, as this project's model
       packages do): the toolkit's model server, which implements that handler contract;
     - anything else is refused, naming the image.
-    Both listen on 8080 in their own network and on :data:`SERVING_SOCKET`, which the host posts to.
+    All listen on 8080 in their own network and on :data:`SERVING_SOCKET`, which the host posts to.
     """
     image = str(container.get("Image") or "")
     env = container.get("Environment") or {}
     info = image_uri.parse_image_uri(image)
+    framework = _HANDLER_FRAMEWORKS.get(info.framework or "") if info.kind == "framework" else None
+    if env.get("SAGEMAKER_PROGRAM") and framework:
+        script = f"{TOOLKIT_IN_JOB}/{_HANDLER_SERVING.name}"
+        code = code_dir(env)
+        return Launch(
+            "handlers-program",
+            ["python3", script, "--framework", framework, "--code-dir", code],
+            {"MLOPS_SERVING_SOCKET": SERVING_SOCKET, "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
+            mounts=[(script, _HANDLER_SERVING)],
+            description=f"the {info.short_repository} {info.framework_version or ''} handlers of "
+            f"{env['SAGEMAKER_PROGRAM']} in {code} (model_fn, input_fn, predict_fn, output_fn)".replace(
+                "  ", " "
+            ),
+        )
     if info.algorithm == "xgboost" and not env.get("SAGEMAKER_PROGRAM"):
         script = f"{TOOLKIT_IN_JOB}/{_XGBOOST_ALGORITHM.name}"
         return Launch(
@@ -190,6 +234,7 @@ def serving_launch(container: dict, model_dir: Path) -> Launch:
             description="the model's code/inference.py handlers (model_fn, input_fn, predict_fn, output_fn)",
         )
     raise ImageLaunchError(
-        f"model image {info.name or '(none)'}: no local serving runtime for it (built-in XGBoost, or model "
-        "data with code/inference.py, are served locally); run this transform on SageMaker"
+        f"model image {info.name or '(none)'}: no local serving runtime for it (built-in XGBoost, a framework "
+        "image whose Environment names SAGEMAKER_PROGRAM, or model data with code/inference.py, are served "
+        "locally); run this transform on SageMaker"
     )

@@ -8,12 +8,19 @@ through the Unix socket ``run/server.sock`` in the one dir it shares with this m
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops.local.images.launch import SERVING_RUN_DIR, ImageLaunchError, Launch, serving_launch
+from mlops.local.images.launch import (
+    SERVING_RUN_DIR,
+    SUBMIT_DIR_IN_CONTAINER,
+    ImageLaunchError,
+    Launch,
+    serving_launch,
+)
 from mlops.local.runtime import sandbox
 from mlops.local.runtime.common import ML, HostDirs, JobRequestError, StandIn, base_env, service_env, stand_in
 from mlops.local.s3store import S3Store
@@ -37,16 +44,28 @@ class ServingContainer:
     instance_type: str | None
 
 
-def unpack_model(store: S3Store, uri: str, dest: Path) -> None:
+def unpack_model(store: S3Store, uri: str, dest: Path, what: str = "model data") -> None:
     """A container's ``ModelDataUrl`` (a tar.gz in the store) unpacked into ``dest``."""
     archive = store.path(uri)
     if not archive.is_file():
-        raise JobRequestError(f"model data {uri} is not in the local store")
+        raise JobRequestError(f"{what} {uri} is not in the local store")
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, EOFError) as err:
-        raise JobRequestError(f"model data {uri} is not a readable tar.gz ({err})") from err
+        raise JobRequestError(f"{what} {uri} is not a readable tar.gz ({err})") from err
+
+
+def _unpack_submit_dir(store: S3Store | None, uri: str, model_dir: Path) -> Path:
+    """An ``s3://.../sourcedir.tar.gz`` SAGEMAKER_SUBMIT_DIRECTORY unpacked beside ``model_dir``."""
+    what = "Environment.SAGEMAKER_SUBMIT_DIRECTORY"
+    if store is None:
+        raise JobRequestError(f"{what} {uri}: no local store to read it from")
+    dest = model_dir.with_name(f"{model_dir.name}-sourcedir")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    unpack_model(store, uri, dest, what)
+    return dest
 
 
 def prepare(
@@ -60,17 +79,23 @@ def prepare(
     settings: dict[str, str],
     request_env: dict[str, str] | None = None,
     instance_type: str | None = None,
+    store: S3Store | None = None,
 ) -> ServingContainer:
     """``container`` (its ``Image``, ``Environment``) serving the model unpacked in ``model_dir``.
 
     ``settings``: what the service tells the container (``SAGEMAKER_BATCH``, ``SAGEMAKER_MAX_PAYLOAD_IN_MB``,
-    ...); ``request_env``: the request's own ``Environment`` (a transform job's), over the container's.
+    ...); ``request_env``: the request's own ``Environment`` (a transform job's), over the container's;
+    ``store``: where an ``s3://`` ``SAGEMAKER_SUBMIT_DIRECTORY`` of a framework image is read from (unpacked
+    beside ``model_dir`` and mounted read-only at ``/opt/ml/code``).
     Raises :class:`JobRequestError` when the image has no local serving runtime or environment."""
     try:
         launch = serving_launch(container, model_dir)
     except ImageLaunchError as err:
         raise JobRequestError(str(err)) from err
     container_env = container.get("Environment") or {}
+    submit = str(container_env.get("SAGEMAKER_SUBMIT_DIRECTORY") or "")
+    if launch.kind == "handlers-program" and submit.startswith("s3://"):
+        launch.mounts.append((SUBMIT_DIR_IN_CONTAINER, _unpack_submit_dir(store, submit, Path(model_dir))))
     user_env = {**service_env(services), **container_env, **(request_env or {})}
     standin = stand_in(str(container["Image"]), images, log_paths, on_log)
     env = base_env(user_env, standin.environment.python)

@@ -186,7 +186,7 @@ def run_transform_job(
     served = serving.prepare(
         container, model_dir, images=images, services=services, log_paths=log_paths, on_log=on_log,
         settings=settings, request_env=get(request, "Environment", dict, {}),
-        instance_type=get(request, "TransformResources.InstanceType", str, None),
+        instance_type=get(request, "TransformResources.InstanceType", str, None), store=store,
     )  # fmt: skip
     standin, launch = served.standin, served.launch
     instances, sockets = [], []

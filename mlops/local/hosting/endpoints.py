@@ -44,13 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from mlops.errors import MlopsError
+from mlops.local.hosting import containers
+from mlops.local.hosting.containers import ContainerError, ContainerRef
 from mlops.local.runtime import serving
 from mlops.local.runtime.common import JobRequestError
 from mlops.local.runtime.instances import limits_for, machine_memory
 from mlops.local.s3store import S3Store
 from mlops.serving import http_connection
-from mlops.serving.hosting import containers
-from mlops.serving.hosting.containers import ContainerError, ContainerRef
+from mlops.serving.runtime_api import ContainerAnswer, Refused
 from mlops.serving.supervisor import ProcessRef
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,12 @@ ASYNC_PAYLOAD_MB = 1024  # InvokeEndpointAsync's payloads go up to 1 GB
 METRIC_WINDOW_S = 3600.0  # how much invocation history an endpoint keeps for its metrics
 
 
-class HostingError(MlopsError):
+class HostingError(MlopsError, Refused):
     """A request the API refuses (``ValidationError``); the message is the API's."""
 
 
 class NotHosted(HostingError):
     """No hosted endpoint of that name here (it may be one the supervisor runs)."""
-
-
-class ContainerAnswer(Exception):
-    """A container answered with an error status (``ModelError`` in the API)."""
-
-    def __init__(self, status: int, payload: bytes, container: str = ""):
-        super().__init__(f"{container or 'container'} answered {status}")
-        self.status, self.payload, self.container = status, payload, container
 
 
 @dataclass(frozen=True)
@@ -770,7 +763,7 @@ class LocalHosting:
             container, model_dir, images=self.images, services=self.services,
             log_paths=[directory / "prepare.log"], on_log=None,
             settings={"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(variant.payload_mb if variant else REALTIME_PAYLOAD_MB)},
-            instance_type=variant.instance_type if variant else instance_type,
+            instance_type=variant.instance_type if variant else instance_type, store=self.store,
         )  # fmt: skip
 
     def _build_variant(
@@ -946,11 +939,16 @@ class LocalHosting:
             time.sleep(0.05)
         return self._get(name).status
 
-    def close(self, *, stop: bool = False) -> None:
-        """Stop background work; ``stop``: also every endpoint's containers (else they keep running and a
-        later process brings the endpoints back)."""
+    def close(self, *, delete: bool = False) -> None:
+        """Stop background work and every endpoint's containers. The records stay (a later process brings
+        the endpoints back from their configs) unless ``delete``."""
         self._work.shutdown(wait=True, cancel_futures=True)
-        if stop:
-            for name in list(self._endpoints):
+        for name in list(self._endpoints):
+            if delete:
                 with contextlib.suppress(HostingError):
                     self.delete_endpoint(name)
+                continue
+            ep = self._endpoints[name]
+            for variant in list(ep.variants.values()):
+                for instance in variant.instances:
+                    self._stop_instance(instance, drain=True)

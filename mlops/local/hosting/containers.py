@@ -2,7 +2,7 @@
 
 Each container of each instance is one sandboxed serving host (:mod:`mlops.local.runtime.serving`, the same
 host a transform job's instances run) driven by a small runner process of its own (``python -m
-mlops.serving.hosting.containers RUN``): it runs the host until it is told to stop (SIGTERM), streaming the
+mlops.local.hosting.containers RUN``): it runs the host until it is told to stop (SIGTERM), streaming the
 container's output to its log. Being detached (own session), a container outlives a restart of the process
 that routes to it; it is reached through the Unix socket in its run dir.
 """
@@ -65,8 +65,10 @@ def start(parent: Path, name: str, hostname: str, served: serving.ServingContain
 
 
 def _hint(ref: ContainerRef) -> str:
+    """The container's own last line: not the runner's ``[mlops]`` lines about its exit."""
     lines = [line.strip() for line in tail(Path(ref.log), 40) if line.strip()]
-    return lines[-1] if lines else "(log is empty)"
+    own = [line for line in lines if not line.startswith("[mlops]")]
+    return (own or lines or ["(log is empty)"])[-1]
 
 
 def ping(ref: ContainerRef, timeout: float = 2.0) -> bool:

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from mlops.local.hosting.endpoints import IN_SERVICE, LocalHosting
 from mlops.local.s3store import S3Store
-from mlops.serving.hosting.endpoints import IN_SERVICE, LocalHosting
 from mlops.serving.runtime_api import RuntimeApiServer
 from tests.archives import targz
 
@@ -66,7 +66,7 @@ def hosting(tmp_path):
     hosting = LocalHosting(tmp_path, store)
     with RuntimeApiServer(tmp_path, hosting=hosting) as api:
         yield hosting, store, api.url
-    hosting.close(stop=True)
+    hosting.close(delete=True)
 
 
 def runtime(url: str):
@@ -171,7 +171,7 @@ def test_multi_model_loads_on_first_call_and_unloads_the_least_recently_used(tmp
             call(runtime(api.url), "probe", [0], TargetModel="m0.tar.gz")
             one = probe._endpoints["probe"].variants["AllTraffic"].instances[0].models["m0.tar.gz"].memory
     finally:
-        probe.close(stop=True)
+        probe.close(delete=True)
     assert one > 0
     hosting = LocalHosting(tmp_path, store, mme_memory_mb=int(2.5 * one / 2**20))
     try:
@@ -199,7 +199,7 @@ def test_multi_model_loads_on_first_call_and_unloads_the_least_recently_used(tmp
             start = hosting.metrics.calls("many", "AllTraffic", 0, 2e9)
             assert [c.cache_hit for c in start if c.cache_hit is not None][:2] == [False, True]
     finally:
-        hosting.close(stop=True)
+        hosting.close(delete=True)
 
 
 def test_instances_scale_up_and_down_while_requests_keep_being_answered(hosting):
@@ -309,7 +309,7 @@ def test_an_async_endpoint_scaled_to_zero_answers_once_an_instance_is_back(tmp_p
             assert queue.backlog("queued") == 0
     finally:
         queue.close()
-        hosting.close(stop=True)
+        hosting.close(delete=True)
 
 
 def _window():
@@ -344,7 +344,7 @@ def test_data_capture_records_what_a_hosted_endpoint_answered(tmp_path):
         assert record["captureData"]["endpointInput"]["data"] == "[41]"
         assert record["captureData"]["endpointOutput"]["data"] == "[42.0]"
     finally:
-        hosting.close(stop=True)
+        hosting.close(delete=True)
 
 
 def test_response_stream_from_a_hosted_variant_and_whole_from_a_pipeline(hosting):

@@ -18,7 +18,7 @@ naming the field and its value.
 windows, and the cooldowns (AWS seconds × ``period_s``/60). So ``Scaler(..., period_s=0.2)`` runs AWS's
 behaviour 300 times faster, and a metric ``Sum`` over one period is what AWS sees per minute. Scheduled
 actions are calendar times and use the real clock (the ``now`` given to :meth:`Scaler.tick`). A data
-point is the closed window ``[k·w, (k+1)·w)`` of width ``w`` (epoch-aligned); a policy is evaluated once
+point is a complete window ``[k·w, (k+1)·w)`` of width ``w`` (epoch-aligned); a policy is evaluated once
 per new data point however often ``tick`` runs, and a tick that comes late evaluates only the newest one.
 ``metrics(endpoint, variant, metric_name, statistic, start, end)`` (aware UTC datetimes) answers one data
 point; ``None`` means no data point (CloudWatch's missing data: an endpoint without traffic publishes
@@ -59,8 +59,8 @@ StepAdjustment docs' two examples), a missing bound being infinite. ``ChangeInCa
 ``ExactCapacity`` sets, ``PercentChangeInCapacity`` adds that percent of the current capacity rounded
 as AWS does (above 1 down, 0..1 to 1, -1..0 to -1, below -1 up) and at least ``MinAdjustmentMagnitude``.
 ``Cooldown`` (default 300 s): during it after the policy's scale-out, a new scale-out counts from the
-capacity before that one (AWS's example: +2, then a +3 step during the cooldown adds 1); its scale-ins
-wait for the cooldown to end.
+capacity before that one (AWS's example: +2, then a +3 step during the cooldown adds 1) and does not
+restart the cooldown; the policy's scale-ins wait for the cooldown of its last activity to end.
 
 **Several policies** on one target: the largest capacity wins, scale-out before scale-in, and target
 tracking scales in only when all the target's target-tracking policies are ready to (AWS's rules; a
@@ -71,12 +71,14 @@ RegisterScalableTarget or a scheduled action changed the range) is brought insid
 **Scheduled actions**: ``at(yyyy-mm-ddThh:mm:ss)``, ``rate(N minute|minutes|hour|hours|day|days)`` and
 ``cron(Minutes Hours Day-of-month Month Day-of-week Year)``, at and cron in ``Timezone`` (IANA, default
 UTC), between ``StartTime`` and ``EndTime``. A due action sets the target's Min/MaxCapacity, and the
-capacity is clamped into the new range. A tick runs each action at most once, for its latest occurrence
-since the last run (missed occurrences are not replayed); an occurrence before the action was put never
-runs. ``rate`` counts from ``StartTime`` (its first run) or else from when the action was put. Cron is
-evaluated by ``croniter`` (a well-kept library; no Python library handles AWS's 6-field dialect as
-such), after this conversion (:func:`croniter_expression`): AWS's fields are checked (ranges, names,
-``? L W #``, exactly one of Day-of-month/Day-of-week is ``?``), then Day-of-week numbers go from AWS's
+capacity is clamped into the new range. A tick runs an action at most once, for its latest occurrence
+since its last run: an occurrence missed while no engine ran runs late, at the next tick (the range it
+set is still the one meant), earlier missed ones not at all; an occurrence from before the action was put
+never runs. ``rate`` counts from ``StartTime`` (its first run) or else from when the action was put.
+Cron is evaluated by ``croniter`` (maintained by Pallets-Eco, widely used, time-zone and DST aware; the
+packages written for AWS's dialect, pyawscron and aws-croniter, are little used), after this conversion
+(:func:`croniter_expression`): AWS's fields are checked (ranges, names, ``? L W #``, exactly one of
+Day-of-month/Day-of-week is ``?``), then Day-of-week numbers go from AWS's
 1-7 (SUN-SAT) to cron's 0-6, ``?`` becomes ``*``, ``nL`` (last n-day) becomes ``Ln``, ``L`` in
 Day-of-week (Saturday) becomes ``6``, ``n#k`` becomes ``(n-1)#k``, and the fields are laid out as
 croniter's ``min hour dom month dow second year`` with second 0. ``LW`` and years after 2099 are refused
@@ -1032,21 +1034,34 @@ class Scaler:
                     continue
                 if blocked:
                     target = snap.target(resource) or {}
-                    key = f"{blocked}:{current}:{winner.proposal}"
+                    key = f"{blocked}:{current}"  # once per situation, not once a data point
                     if state.get("NotScaled") != key:
                         state["NotScaled"] = key
                         snap.record(self._not_scaled(resource, winner, blocked, current, target, now))
                     continue
                 state.pop("NotScaled", None)
                 if activities and activities[-1]["StatusCode"] == "Successful":
-                    if n > current:
-                        state["ScaleOut"] = {"Time": now, "From": current, "To": n}
-                        state.pop("ScaleIn", None)
-                    else:
-                        state["ScaleIn"] = {"Time": now, "From": current, "To": n}
+                    self._start_cooldown(policy, state, current, n, now)
             for activity in activities:
                 snap.record(activity)
             return list(snap.activities)
+
+    def _start_cooldown(self, policy: dict, state: dict, current: int, n: int, now: float) -> None:
+        """Remember the policy's scaling for its cooldowns. A step scale-out during the cooldown of an
+        earlier one keeps that cooldown (and its base): the capacity it added counts for the next."""
+        if n < current:
+            state["ScaleIn"] = {"Time": now, "From": current, "To": n}
+            return
+        previous = state.get("ScaleOut")
+        if policy["PolicyType"] == STEP_SCALING and previous:
+            cooldown = self._scaled(
+                policy["StepScalingPolicyConfiguration"].get("Cooldown", DEFAULT_COOLDOWN_S)
+            )
+            if now < previous["Time"] + cooldown:
+                previous["To"] = n
+                return
+        state["ScaleOut"] = {"Time": now, "From": current, "To": n}
+        state.pop("ScaleIn", None)  # a scale-out ends the scale-in cooldown
 
     @staticmethod
     def _not_scaled(

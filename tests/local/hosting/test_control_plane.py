@@ -20,9 +20,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 from botocore.validate import ParamValidator
 
+from mlops.local.hosting.control_plane import ControlPlane
 from mlops.local.runtime import sandbox
 from mlops.local.s3store import S3Store
-from mlops.serving.hosting.control_plane import ControlPlane
 from tests.archives import targz
 from tests.project import ROOT
 
@@ -524,7 +524,7 @@ _RUN_ELSEWHERE = """
 import sys, time
 from pathlib import Path
 from mlops.local.s3store import S3Store
-from mlops.serving.hosting.control_plane import ControlPlane
+from mlops.local.hosting.control_plane import ControlPlane
 home = Path(sys.argv[1])
 cp = ControlPlane(home, None, S3Store(home / "s3"))
 status, _, body = cp.handle("SageMaker.CreateTransformJob", sys.argv[2].encode())

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlops.serving.hosting.autoscaling import (
+from mlops.local.hosting.autoscaling import (
     ACTIVITY_RETENTION_S,
     DIMENSION,
     NAMESPACE,
