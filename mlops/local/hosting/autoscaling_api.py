@@ -14,7 +14,7 @@ Operations: RegisterScalableTarget, DeregisterScalableTarget (its policies and s
 it), DescribeScalableTargets, PutScalingPolicy (TargetTrackingScaling and StepScaling; PredictiveScaling is
 ECS-only on AWS and refused), DescribeScalingPolicies, DeleteScalingPolicy, PutScheduledAction,
 DescribeScheduledActions, DeleteScheduledAction, DescribeScalingActivities. ARNs use account
-``000000000000`` and the region of ``AWS_REGION``/``AWS_DEFAULT_REGION`` (else ``local``).
+the placeholder account (:data:`mlops.local.arns.PLACEHOLDER_ACCOUNT`) and the region of ``AWS_REGION``/``AWS_DEFAULT_REGION`` (else ``local``).
 
 :func:`handle` answers one HTTP request; :func:`call` is the same without the wire (a request dict in, a
 response dict out, an :class:`.autoscaling.AutoscalingError` raised). Given ``capacity`` (the variants'
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops.local.arns import PLACEHOLDER_ACCOUNT
 from mlops.local.hosting.autoscaling import (
     ACTIVITY_RETENTION_S,
     DIMENSION,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 SERVICE = "application-autoscaling"
 TARGET_PREFIX = "AnyScaleFrontendService."
 JSON_11 = "application/x-amz-json-1.1"
-ACCOUNT = "000000000000"
+ACCOUNT = PLACEHOLDER_ACCOUNT
 ROLE_ARN = (
     f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
     "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
