@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops.botocore_check import service_model, service_problems
 from mlops.local.arns import PLACEHOLDER_ACCOUNT
 from mlops.local.hosting.autoscaling import (
     ACTIVITY_RETENTION_S,
@@ -87,69 +86,13 @@ def region() -> str:
 # -- the service model --------------------------------------------------------------------------------------
 
 
-@functools.cache
 def _service_model():
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model(SERVICE)
-
-
-@functools.cache
-def _pattern(pattern: str) -> re.Pattern | None:
-    try:
-        return re.compile(pattern)
-    except re.error:  # Java-only constructs (\p{Print}, surrogate pairs): left unchecked, not guessed at
-        return None
-
-
-def _constraint_problems(value: Any, shape, path: str, out: list[str]) -> None:
-    """What ParamValidator leaves to the service: enums, maximum lengths and values, patterns."""
-    kind, meta = shape.type_name, shape.metadata
-    if kind == "structure" and isinstance(value, dict):
-        for key, member in shape.members.items():
-            if value.get(key) is not None:
-                _constraint_problems(value[key], member, f"{path}.{key}" if path else key, out)
-    elif kind == "list" and isinstance(value, list):
-        if "max" in meta and len(value) > meta["max"]:
-            out.append(
-                f"Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {meta['max']}"
-            )
-        for i, item in enumerate(value):
-            _constraint_problems(item, shape.member, f"{path}[{i}]", out)
-    elif kind == "string" and isinstance(value, str):
-        enum = getattr(shape, "enum", None) or []
-        if enum and value not in enum:
-            out.append(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy enum value set: [{', '.join(enum)}]"
-            )
-        elif "max" in meta and len(value) > meta["max"]:
-            out.append(
-                f"Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {meta['max']}"
-            )
-        elif meta.get("pattern") and (pattern := _pattern(meta["pattern"])) and not pattern.fullmatch(value):
-            out.append(
-                f"Value '{value[:100]}' at '{path}' failed to satisfy constraint: Member must satisfy regular expression pattern: {meta['pattern']}"
-            )
-    elif (
-        kind in ("integer", "long", "double")
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        if "max" in meta and value > meta["max"]:
-            out.append(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value less than or equal to {meta['max']}"
-            )
+    return service_model(SERVICE)
 
 
 def validate(operation: str, request: dict) -> None:
     """A ValidationException listing every problem of ``request`` under the operation's input shape."""
-    from botocore.validate import ParamValidator
-
-    shape = _service_model().operation_model(operation).input_shape
-    report = ParamValidator().validate(request, shape)
-    problems = [line.strip() for line in report.generate_report().splitlines() if line.strip()]
-    if not problems:
-        _constraint_problems(request, shape, "", problems)
+    problems = service_problems(SERVICE, operation, request)
     if problems:
         count = len(problems)
         raise ValidationException(

@@ -35,11 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import uuid
@@ -49,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlops.botocore_check import service_model, service_problems
 from mlops.errors import MlopsError
 from mlops.local import arns
 from mlops.local.s3store import S3Store, S3StoreError
@@ -96,70 +95,13 @@ def _invalid(message: str) -> ApiError:
 # -- the service model ------------------------------------------------------------------------------------
 
 
-@functools.cache
 def _service_model():
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model(SERVICE)
-
-
-@functools.cache
-def _pattern(pattern: str) -> re.Pattern | None:
-    try:
-        return re.compile(pattern)
-    except re.error:  # a Java-only construct (\p{L}): left to the service, not guessed at
-        return None
-
-
-def _constraint_problems(value: Any, shape, path: str, out: list[str]) -> None:
-    """What botocore's ParamValidator leaves to the service: enums, maximum lengths/values and patterns."""
-    kind, meta = shape.type_name, shape.metadata
-
-    def fail(constraint: str, show: bool = True) -> None:
-        shown = f"Value '{str(value)[:100]}'" if show else "Value"
-        out.append(f"{shown} at '{path}' failed to satisfy constraint: Member must {constraint}")
-
-    too_long = "max" in meta and isinstance(value, list | dict | str) and len(value) > meta["max"]
-    if kind == "structure" and isinstance(value, dict):
-        for key, member in shape.members.items():
-            if value.get(key) is not None:
-                _constraint_problems(value[key], member, f"{path}.{key}" if path else key, out)
-    elif kind in ("list", "map") and isinstance(value, list | dict):
-        if too_long:
-            fail(f"have length less than or equal to {meta['max']}", show=False)
-        items = enumerate(value) if kind == "list" else value.items()
-        for key, item in items:
-            if kind == "map":
-                _constraint_problems(key, shape.key, f"{path} key", out)
-            _constraint_problems(
-                item,
-                shape.member if kind == "list" else shape.value,
-                f"{path}[{key!r}]" if kind == "list" else f"{path}.{key}",
-                out,
-            )
-    elif kind == "string" and isinstance(value, str):
-        if shape.enum and value not in shape.enum:
-            fail(f"satisfy enum value set: [{', '.join(shape.enum)}]")
-        elif too_long:
-            fail(f"have length less than or equal to {meta['max']}", show=False)
-        elif meta.get("pattern") and (pattern := _pattern(meta["pattern"])) and not pattern.fullmatch(value):
-            fail(f"satisfy regular expression pattern: {meta['pattern']}")
-    elif kind in ("integer", "long", "float", "double") and isinstance(value, int | float):
-        if not isinstance(value, bool) and "max" in meta and value > meta["max"]:
-            fail(f"have value less than or equal to {meta['max']}")
+    return service_model(SERVICE)
 
 
 def validate(operation: str, request: dict) -> None:
     """Raise a ValidationException listing every problem of ``request`` under the operation's input shape."""
-    from botocore.validate import ParamValidator
-
-    shape = _service_model().operation_model(operation).input_shape
-    if shape is None:
-        return
-    report = ParamValidator().validate(request, shape)
-    problems = [line.strip() for line in report.generate_report().splitlines() if line.strip()]
-    if not problems:
-        _constraint_problems(request, shape, "", problems)
+    problems = service_problems(SERVICE, operation, request)
     if problems:
         count = len(problems)
         raise _invalid(f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(problems))
