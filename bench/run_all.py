@@ -17,6 +17,7 @@ BENCHES = [
     ("batch transform vs the model's predict in a loop", ["bench_transform.py"]),
     ("asynchronous inference end to end vs InvokeEndpoint", ["bench_async.py"]),
     ("multi-model endpoint: cold and warm", ["bench_multi_model.py"]),
+    ("tuning step vs the same number of training steps", ["bench_tuning.py"]),
 ]
 
 
