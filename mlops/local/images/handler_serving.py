@@ -134,11 +134,23 @@ class ModelLoadError(Exception):
     """The script could not be imported, its handlers do not fit the contract, or model_fn failed."""
 
 
-class HttpError(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _container_http():
+    """The shared HTTP side (``container_http.py``), loaded from beside this file: in a container both are
+    mounted side by side, and this script imports nothing of the toolkit."""
+    import importlib.util
+
+    module = sys.modules.get("container_http")
+    if module is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "container_http.py")
+        spec = importlib.util.spec_from_file_location("container_http", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["container_http"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+container_http = _container_http()
+HttpError = container_http.HttpError
 
 
 def _np():
@@ -621,160 +633,24 @@ def _body_bytes(body):
 
 
 def _handler_class(service, nodelay):
-    from http.server import BaseHTTPRequestHandler
-
     routes = {"/ping": "GET", "/execution-parameters": "GET", "/invocations": "POST"}
 
-    class ClientGone(Exception):
-        pass
+    def answer(path, headers, read_body):
+        if path == "/ping":  # the model is loaded before the server listens
+            return service.ping()
+        if path == "/execution-parameters":
+            return service.execution_parameters()
+        return service.invoke(read_body(), headers)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive; every response has a Content-Length
-        server_version = "sagemaker-handler-serving-local"
-        timeout = 60  # an idle keep-alive connection is closed after this
-        # headers and body are two writes: without TCP_NODELAY the body waits for the client's delayed ACK
-        disable_nagle_algorithm = nodelay
+    def done(method, path, status, message, size, ms):
+        if message is not None:
+            log.error("%s %s %d: %s", method, path, status, message)
 
-        def version_string(self):
-            return self.server_version
-
-        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
-            pass  # failures are logged by _dispatch, one line each
-
-        def log_error(self, format, *args):  # noqa: A002
-            log.warning("%s", _one_line(format % args))
-
-        def do_GET(self):
-            self._dispatch("GET")
-
-        def do_POST(self):
-            self._dispatch("POST")
-
-        def do_PUT(self):
-            self._dispatch("PUT")
-
-        def do_DELETE(self):
-            self._dispatch("DELETE")
-
-        def _read_body(self):
-            limit = service.max_body
-            too_large = HttpError(
-                413, f"Request Entity Too Large: the payload is larger than {service.payload_mb} MB"
-            )
-            try:
-                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                    chunks, size = [], 0
-                    while True:
-                        n = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if n == 0:
-                            while self.rfile.readline().strip():  # trailers
-                                pass
-                            self.consumed = True
-                            return b"".join(chunks)
-                        size += n
-                        if size > limit:
-                            raise too_large
-                        chunks.append(self.rfile.read(n))
-                        self.rfile.readline()
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    raise HttpError(400, "Bad Request: Content-Length is not a number") from None
-                if length > limit:
-                    raise too_large
-                body = self.rfile.read(length) if length > 0 else b""
-                if len(body) < length:
-                    raise ClientGone(f"the body ended after {len(body)} of {length} bytes")
-                self.consumed = True
-                return body
-            except (OSError, ValueError) as err:
-                raise ClientGone(str(err)) from None
-
-        def _has_body(self):
-            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-            return chunked or (self.headers.get("Content-Length") or "0").strip() != "0"
-
-        def _answer(self, method, path):
-            if path not in routes:
-                raise HttpError(404, f"Not Found: {path}")
-            if routes[path] != method:
-                raise HttpError(405, f"Method Not Allowed: {method} {path}")
-            if path == "/ping":  # the model is loaded before the server listens
-                return service.ping()
-            if path == "/execution-parameters":
-                return service.execution_parameters()
-            body = self._read_body()
-            return service.invoke(body, self.headers)
-
-        def _dispatch(self, method):
-            path = self.path.split("?", 1)[0]
-            self.consumed = False
-            message = None
-            try:
-                status, content_type, body = self._answer(method, path)
-            except ClientGone as err:
-                log.warning("%s %s: %s", method, path, _one_line(err))
-                self.close_connection = True
-                return
-            except HttpError as err:
-                status, content_type, message = err.status, _TEXT, _one_line(err.message)
-                body = message.encode("utf-8")
-            except Exception as err:  # never a crash: the request gets a 500 naming the error
-                status, content_type = 500, _TEXT
-                message = _one_line(f"{type(err).__name__}: {err}")
-                body = message.encode("utf-8")
-            # a body left unread would be taken for the next request on this connection: close it
-            close = not self.consumed and self._has_body()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                if close:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                self.close_connection = True
-            if message is not None:
-                log.error("%s %s %d: %s", method, path, status, message)
-
-    return Handler
-
-
-def _servers(service, port, socket_path):
-    import socketserver
-    import stat
-    from http.server import ThreadingHTTPServer
-
-    class TCPServer(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def server_bind(self):  # without HTTPServer's getfqdn() of the address (a DNS lookup)
-            socketserver.TCPServer.server_bind(self)
-            self.server_name, self.server_port = self.server_address[:2]
-
-    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-
-    servers = []
-    try:
-        servers.append(TCPServer(("0.0.0.0", port), _handler_class(service, nodelay=True)))
-    except OSError as err:
-        raise ModelLoadError(f"cannot listen on 0.0.0.0:{port}: {err.strerror or err}") from None
-    if socket_path:
-        try:
-            if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
-                os.unlink(socket_path)  # a stale socket from an earlier server
-        except FileNotFoundError:
-            pass
-        try:
-            # no Nagle on a Unix socket (and TCP_NODELAY is not an option there)
-            servers.append(UnixServer(socket_path, _handler_class(service, nodelay=False)))
-        except OSError as err:
-            servers[0].server_close()
-            raise ModelLoadError(f"cannot listen on unix:{socket_path}: {err.strerror or err}") from None
-    return servers
+    return container_http.handler_class(
+        container_http.routed(routes, answer), name="sagemaker-handler-serving-local", limit=service.max_body,
+        too_large=f"Request Entity Too Large: the payload is larger than {service.payload_mb} MB",
+        error_type=_TEXT, log=log, nodelay=nodelay, on_done=done,
+    )  # fmt: skip
 
 
 def serve(framework, code_dir, env=None):
@@ -793,24 +669,12 @@ def serve(framework, code_dir, env=None):
         signal.signal(sig, lambda signum, frame: stop.set())
     port = int(env.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
     socket_path = env.get("MLOPS_SERVING_SOCKET") or None
-    servers = _servers(service, port, socket_path)
-    threads = [
-        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True) for s in servers
-    ]
-    for t in threads:
-        t.start()
+    try:
+        servers = container_http.listen(lambda nodelay: _handler_class(service, nodelay), port, socket_path)
+    except container_http.ListenError as err:
+        raise ModelLoadError(str(err)) from None
     log.info("listening on 0.0.0.0:%d%s", port, " and unix:" + socket_path if socket_path else "")
-    while not stop.wait(0.5):
-        pass
-    log.info("stopping: SIGTERM")
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-    if socket_path:
-        try:
-            os.unlink(socket_path)
-        except OSError:
-            pass
+    container_http.serve_until(stop, servers, socket_path, log)
     return 0
 
 

@@ -30,6 +30,7 @@ from mlops.local.images import image_uri
 TOOLKIT_IN_JOB = "/opt/mlops/images"
 _XGBOOST_ALGORITHM = Path(__file__).with_name("xgboost_algorithm.py")
 _HANDLER_SERVING = Path(__file__).with_name("handler_serving.py")
+_CONTAINER_HTTP = Path(__file__).with_name("container_http.py")  # imported by both servers, beside them
 # The framework image's ``SAGEMAKER_TRAINING_MODULE`` (from the images' Dockerfiles in
 # aws/deep-learning-containers: pytorch/training/docker/*/Dockerfile.cpu and huggingface/pytorch/...).
 _TRAINING_MODULES = {
@@ -197,7 +198,10 @@ def serving_launch(container: dict, model_dir: Path) -> Launch:
             "handlers-program",
             ["python3", script, "--framework", framework, "--code-dir", code],
             {"MLOPS_SERVING_SOCKET": SERVING_SOCKET, "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
-            mounts=[(script, _HANDLER_SERVING)],
+            mounts=[
+                (script, _HANDLER_SERVING),
+                (f"{TOOLKIT_IN_JOB}/{_CONTAINER_HTTP.name}", _CONTAINER_HTTP),
+            ],
             description=f"the {info.short_repository} {info.framework_version or ''} handlers of "
             f"{env['SAGEMAKER_PROGRAM']} in {code} (model_fn, input_fn, predict_fn, output_fn)".replace(
                 "  ", " "
@@ -209,7 +213,10 @@ def serving_launch(container: dict, model_dir: Path) -> Launch:
             "algorithm",
             ["python3", script, "serve", "--image", image],
             {"MLOPS_SERVING_SOCKET": SERVING_SOCKET, "SAGEMAKER_BIND_TO_PORT": str(SERVING_PORT)},
-            mounts=[(script, _XGBOOST_ALGORITHM)],
+            mounts=[
+                (script, _XGBOOST_ALGORITHM),
+                (f"{TOOLKIT_IN_JOB}/{_CONTAINER_HTTP.name}", _CONTAINER_HTTP),
+            ],
             description=f"built-in XGBoost {info.framework_version or ''} serving".replace("  ", " "),
         )
     if (Path(model_dir) / "code" / "inference.py").is_file():

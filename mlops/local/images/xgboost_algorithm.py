@@ -1845,160 +1845,48 @@ class ServingApp:
         raise ServeError(500, f"Cannot encode selected predictions into accept type '{media}'.")
 
 
-def _handler_class(app: ServingApp):
-    from http.server import BaseHTTPRequestHandler
+def _container_http():
+    """The shared HTTP side (``container_http.py``), loaded from beside this file: in a container both are
+    mounted side by side, and this script imports nothing of the toolkit."""
+    import importlib.util
 
+    module = sys.modules.get("container_http")
+    if module is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "container_http.py")
+        spec = importlib.util.spec_from_file_location("container_http", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["container_http"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def _handler_class(app: ServingApp, nodelay: bool = True):
+    http = _container_http()
     routes = {"/ping": "GET", "/execution-parameters": "GET", "/invocations": "POST"}
 
-    class ClientGone(Exception):
-        pass
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive; every response has a Content-Length
-        server_version = "sagemaker-xgboost-local"
-        timeout = 60  # an idle keep-alive connection is closed after this
-
-        def version_string(self):
-            return self.server_version
-
-        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
-            pass  # one line per invocation is logged by _dispatch
-
-        def log_error(self, format, *args):  # noqa: A002
-            log.warning("%s", " ".join((format % args).split()))
-
-        def do_GET(self):
-            self._dispatch("GET")
-
-        def do_POST(self):
-            self._dispatch("POST")
-
-        def _send(self, status: int, content_type: str, body: bytes, close: bool) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            if status != 204:
-                self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if status != 204:
-                self.wfile.write(body)
-
-        def _has_body(self) -> bool:
-            chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-            return chunked or (self.headers.get("Content-Length") or "0").strip() != "0"
-
-        def _read_body(self) -> bytes:
-            limit = app.max_content_length
-            too_large = ServeError(
-                413,
-                f"Request Entity Too Large: the payload is larger than MAX_CONTENT_LENGTH ({limit} bytes)",
-            )
-            try:
-                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                    chunks, size = [], 0
-                    while True:
-                        n = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if n == 0:
-                            while self.rfile.readline().strip():  # trailers
-                                pass
-                            self.consumed = True
-                            return b"".join(chunks)
-                        size += n
-                        if size > limit:
-                            raise too_large
-                        chunks.append(self.rfile.read(n))
-                        self.rfile.readline()
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    raise ServeError(400, "Bad Request: Content-Length is not a number") from None
-                if length > limit:
-                    raise too_large
-                body = self.rfile.read(length) if length > 0 else b""
-                if len(body) < length:
-                    raise ClientGone(f"the body ended after {len(body)} of {length} bytes")
-                self.consumed = True
-                return body
-            except (OSError, ValueError) as err:
-                raise ClientGone(str(err)) from None
-
-        def _answer(self, method: str, path: str) -> tuple[int, str, bytes]:
-            if path not in routes:
-                raise ServeError(404, f"Not Found: {path}")
-            if routes[path] != method:
-                raise ServeError(405, f"Method Not Allowed: {method} {path}")
-            if path == "/ping":  # the model is loaded before the server starts
-                return 200, _HTML, b""
-            if path == "/execution-parameters":
-                return app.execution_parameters()
-            payload = self._read_body()
-            return app.invocations(payload, self.headers.get("Content-Type"), self.headers.get("Accept"))
-
-        def _dispatch(self, method: str) -> None:
-            path = self.path.split("?", 1)[0]
-            started = time.monotonic()
-            self.consumed = False
-            try:
-                status, content_type, body = self._answer(method, path)
-                message = None
-            except ClientGone as err:
-                log.warning("%s %s: %s", method, path, " ".join(str(err).split()))
-                self.close_connection = True
-                return
-            except ServeError as err:
-                status, content_type, message = err.status, _HTML, err.message
-                body = message.encode()
-            except Exception as err:  # never a crash: the request gets a 500 naming the error
-                status, content_type = 500, _HTML
-                message = " ".join(f"{type(err).__name__}: {err}".split())
-                body = message.encode()
-            # A body left unread would be taken for the next request on this connection: close it.
-            close = not self.consumed and self._has_body()
-            try:
-                self._send(status, content_type, body, close)
-            except OSError:
-                self.close_connection = True
-            if message is not None:
-                log.info("%s %s %d: %s", method, path, status, message)
-            elif path == "/invocations":
-                log.info("%s %s %d (%d bytes, %.0f ms)", method, path, status, len(body),
-                         (time.monotonic() - started) * 1000)  # fmt: skip
-
-    return Handler
-
-
-def _servers(handler, port: int, socket_path: str | None) -> list:
-    import socketserver
-    import stat
-    from http.server import ThreadingHTTPServer
-
-    class TCPServer(ThreadingHTTPServer):
-        def server_bind(self):  # without HTTPServer's getfqdn() of the address (a DNS lookup)
-            socketserver.TCPServer.server_bind(self)
-            self.server_name, self.server_port = self.server_address[:2]
-
-    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-
-    servers = []
-    try:
-        servers.append(TCPServer(("0.0.0.0", port), handler))
-    except OSError as err:
-        raise UserError(f"cannot listen on 0.0.0.0:{port}: {err.strerror or err}") from None
-    if socket_path:
+    def answer(path, headers, read_body):
+        if path == "/ping":  # the model is loaded before the server starts
+            return 200, _HTML, b""
+        if path == "/execution-parameters":
+            return app.execution_parameters()
         try:
-            if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
-                os.unlink(socket_path)  # a stale socket from an earlier server
-        except FileNotFoundError:
-            pass
-        try:
-            servers.append(UnixServer(socket_path, handler))
-        except OSError as err:
-            servers[0].server_close()
-            raise UserError(f"cannot listen on unix:{socket_path}: {err.strerror or err}") from None
-    return servers
+            payload = read_body()
+            return app.invocations(payload, headers.get("Content-Type"), headers.get("Accept"))
+        except ServeError as err:
+            raise http.HttpError(err.status, err.message) from None
+
+    def done(method, path, status, message, size, ms):
+        if message is not None:
+            log.info("%s %s %d: %s", method, path, status, message)
+        elif path == "/invocations":
+            log.info("%s %s %d (%d bytes, %.0f ms)", method, path, status, size, ms)
+
+    limit = app.max_content_length
+    return http.handler_class(
+        http.routed(routes, answer), name="sagemaker-xgboost-local", limit=limit,
+        too_large=f"Request Entity Too Large: the payload is larger than MAX_CONTENT_LENGTH ({limit} bytes)",
+        error_type=_HTML, log=log, nodelay=nodelay, on_done=done,
+    )  # fmt: skip
 
 
 def serve(image: str | None = None, env: dict[str, str] | None = None) -> int:
@@ -2024,24 +1912,14 @@ def serve(image: str | None = None, env: dict[str, str] | None = None) -> int:
     )  # fmt: skip
     port = int(env.get("SAGEMAKER_BIND_TO_PORT") or SERVING_PORT)
     socket_path = env.get("MLOPS_SERVING_SOCKET") or None
-    servers = _servers(_handler_class(ServingApp(model, version, env)), port, socket_path)
-    threads = [
-        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True) for s in servers
-    ]
-    for t in threads:
-        t.start()
+    http = _container_http()
+    app = ServingApp(model, version, env)
+    try:
+        servers = http.listen(lambda nodelay: _handler_class(app, nodelay), port, socket_path)
+    except http.ListenError as err:
+        raise UserError(str(err)) from None
     log.info("listening on 0.0.0.0:%d%s", port, f" and unix:{socket_path}" if socket_path else "")
-    while not stop.wait(0.5):
-        pass
-    log.info("stopping: SIGTERM")
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-    if socket_path:
-        try:
-            os.unlink(socket_path)
-        except OSError:
-            pass
+    http.serve_until(stop, servers, socket_path, log)
     return 0
 
 

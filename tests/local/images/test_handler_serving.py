@@ -581,7 +581,8 @@ def test_a_framework_image_with_sagemaker_program_launches_the_handler_server(tm
     assert got.kind == "handlers-program"
     assert got.argv[1:] == ["/opt/mlops/images/handler_serving.py", "--framework", "sklearn", "--code-dir",
                             "/opt/ml/code"]  # fmt: skip
-    assert got.mounts == [("/opt/mlops/images/handler_serving.py", SCRIPT)]
+    assert got.mounts == [("/opt/mlops/images/handler_serving.py", SCRIPT),  # and the HTTP side it imports
+                          ("/opt/mlops/images/container_http.py", SCRIPT.with_name("container_http.py"))]  # fmt: skip
     repacked = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     assert serving_launch({"Image": PYTORCH_IMAGE, "Environment": repacked}, tmp_path).argv[2:] == [
         "--framework", "pytorch", "--code-dir", "/opt/ml/model/code"]  # fmt: skip
