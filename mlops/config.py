@@ -36,9 +36,6 @@ INSTANCE_TYPE = re.compile(r"^(ml|local)\.[a-z0-9-]+\.[a-z0-9]+$")
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
-# EventBridge Scheduler cron: six fields, one of day-of-month / day-of-week must be '?'.
-CRON = re.compile(r"^cron\(\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*\)$")
-CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#L W-]+$")
 
 
 class Strict(BaseModel):
@@ -143,23 +140,25 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str):
-        m = CRON.match(v)
-        if not m or not all(CRON_FIELD.match(f) for f in m.groups()):
+        """Checked as EventBridge Scheduler would: cron(6 fields), rate(...) or at(...)."""
+        from mlops.schedule_expressions import ScheduleError, parse_schedule
+
+        try:
+            parse_schedule(v)
+        except ScheduleError as err:
             raise ValueError(
-                f"not a valid cron(min hour day-of-month month day-of-week year) expression (got {v!r})"
-            )
-        if "?" not in (m.group(3), m.group(5)):
-            raise ValueError(f"day-of-month or day-of-week must be '?' (got {v!r})")
+                f"not a valid cron(...), rate(...) or at(...) expression: {err.why} (got {v!r})"
+            ) from None
         return v
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str):
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from mlops.schedule_expressions import ScheduleError, zone
 
         try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+            zone(v)
+        except ScheduleError:
             raise ValueError(f"unknown time zone (got {v!r})") from None
         return v
 
@@ -199,6 +198,24 @@ class Local(Strict):
         ),
     ] = {}
 
+    lambda_functions: Annotated[
+        dict[str, str],
+        Field(
+            description="The local handler of each Lambda step's function: FunctionArn (or function name) -> "
+            "'package.module:function' or 'path/to/file.py:function' (relative to the project root), "
+            "called as handler(event, context) in a subprocess."
+        ),
+    ] = {}
+    callback_timeout_s: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="How long a Callback step without its own Timeout waits for "
+            "'mlops callback succeed|fail TOKEN' before failing (SageMaker bounds the wait only by the "
+            "pipeline execution's own limits).",
+        ),
+    ] = 86400
+
     @field_validator("images")
     @classmethod
     def _images(cls, v):
@@ -207,6 +224,17 @@ class Local(Strict):
         try:
             rules_from_config(v)
         except ImageEnvError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+    @field_validator("lambda_functions")
+    @classmethod
+    def _lambda_functions(cls, v):
+        from mlops.local.handlers.lambda_step import LambdaConfigError, check_functions
+
+        try:
+            check_functions(v)
+        except LambdaConfigError as err:
             raise ValueError(str(err)) from None
         return v
 

@@ -108,6 +108,12 @@ class Declaration:
     # parameters resolved when a pipeline starts (e.g. the latest Approved model version); raises
     # MlopsError to refuse the start
     start_parameters: Callable[[StartRequest], dict[str, str]] | None = None
+    # config path of each schedule (an mlops.config.Schedule section) -> the pipeline it starts; default:
+    # the retraining ``schedule`` starts the default pipeline
+    schedules: dict[str, str] | None = None
+
+    def schedules_of(self) -> dict[str, str]:
+        return dict(self.schedules) if self.schedules is not None else {"schedule": self.default_pipeline}
 
 
 @dataclass(frozen=True)

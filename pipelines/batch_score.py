@@ -22,7 +22,9 @@ def parameters(cfg) -> dict:
         "InputDataUri": ParameterString(
             name="InputDataUri", default_value=f"{cfg.aws.s3_root}/{score.input_prefix}/"
         ),
-        "OutputUri": ParameterString(name="OutputUri", default_value=f"{cfg.aws.s3_root}/{score.output_prefix}"),
+        "OutputUri": ParameterString(
+            name="OutputUri", default_value=f"{cfg.aws.s3_root}/{score.output_prefix}"
+        ),
         "ModelPackageArn": ParameterString(name="ModelPackageArn", default_value=""),
     }
 

@@ -73,4 +73,5 @@ def declare() -> Declaration:
         seed_data=seed_data,
         pipelines=(SCORE,),
         start_parameters=start_parameters,
+        schedules={"schedule": BUILD, "batch_score.schedule": SCORE},
     )

@@ -280,8 +280,11 @@ JSON = "application/json"
 
 def _key_prefix(value: str) -> str:
     """A key prefix below ``aws.s3_root``: no leading or trailing '/', no empty, '.' or '..' segment."""
-    if not value or value.startswith("/") or value.endswith("/") or any(
-        part in ("", ".", "..") for part in value.split("/")
+    if (
+        not value
+        or value.startswith("/")
+        or value.endswith("/")
+        or any(part in ("", ".", "..") for part in value.split("/"))
     ):
         raise ValueError(
             f"must be a key prefix below aws.prefix without leading or trailing '/' or '.'/'..' segments "
@@ -313,9 +316,7 @@ class Transform(Strict):
     content_type: Annotated[
         str, Field(description="ContentType of the input rows; one of registry.content_types.")
     ] = "text/csv"
-    accept: Annotated[
-        str, Field(description="Accept of the answers; one of registry.response_types.")
-    ] = JSON
+    accept: Annotated[str, Field(description="Accept of the answers; one of registry.response_types.")] = JSON
     join_source: Annotated[
         Literal["None", "Input"],
         Field(
@@ -336,11 +337,13 @@ class Transform(Strict):
                 "max_payload_mb x max_concurrent_transforms must be <= 100 (SageMaker's limit; got "
                 f"{self.max_payload_mb} x {self.max_concurrent_transforms})"
             )
-        if self.join_source == "Input" and (self.content_type != JSON or self.batch_strategy != "SingleRecord"):
+        if self.join_source == "Input" and (
+            self.content_type != JSON or self.batch_strategy != "SingleRecord"
+        ):
             raise ValueError(
-                f"join_source Input needs content_type {JSON} and batch_strategy SingleRecord: the model "
-                f"answers JSON, which a {self.content_type} row cannot hold, one answer per request "
-                f"(got {self.content_type}, {self.batch_strategy})"
+                f"join_source Input needs content_type {JSON} (the model answers JSON, which cannot be "
+                f"joined to a CSV row) and batch_strategy SingleRecord (one answer per input row); got "
+                f"{self.content_type}, {self.batch_strategy}"
             )
         return self
 
@@ -374,7 +377,9 @@ class BatchScore(Strict):
         ScoreSchedule, Field(description="EventBridge Scheduler schedule that starts the pipeline.")
     ]
 
-    _name = field_validator("pipeline_name")(_match(NAME, "SageMaker name (letters, digits and '-', at most 63)"))
+    _name = field_validator("pipeline_name")(
+        _match(NAME, "SageMaker name (letters, digits and '-', at most 63)")
+    )
     _prefixes = field_validator("input_prefix", "output_prefix")(_key_prefix)
 
 

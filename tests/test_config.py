@@ -74,12 +74,25 @@ BAD = [
     (
         "schedule.cron",
         "0 3 * * *",
-        "config/bad.yaml: schedule.cron: not a valid cron(min hour day-of-month month day-of-week year) expression (got '0 3 * * *')",
+        "config/bad.yaml: schedule.cron: not a valid cron(...), rate(...) or at(...) expression: expected "
+        "at(yyyy-mm-ddThh:mm:ss), rate(value unit) or cron(fields) (got '0 3 * * *')",
     ),
     (
         "schedule.cron",
         "cron(0 3 * * MON *)",
-        "config/bad.yaml: schedule.cron: day-of-month or day-of-week must be '?' (got 'cron(0 3 * * MON *)')",
+        "config/bad.yaml: schedule.cron: not a valid cron(...), rate(...) or at(...) expression: exactly one "
+        "of Day-of-month and Day-of-week must be '?' (got 'cron(0 3 * * MON *)')",
+    ),
+    (
+        "schedule.cron",
+        "cron(99 99 ? * FOO *)",
+        "config/bad.yaml: schedule.cron: not a valid cron(...), rate(...) or at(...) expression: Minutes value "
+        "'99' is outside 0-59 (got 'cron(99 99 ? * FOO *)')",
+    ),
+    (
+        "schedule.timezone",
+        "Mars/Olympus",
+        "config/bad.yaml: schedule.timezone: unknown time zone (got 'Mars/Olympus')",
     ),
     (
         "data.input_uri",

@@ -103,28 +103,32 @@ def render_parameters(
         if kms and kms.startswith("alias/")
         else DEFAULT_KMS_ALIAS.format(project=cfg.project.name, env=cfg.env)
     )
-    return {
-        "ProjectName": cfg.project.name,
-        "Environment": cfg.env,
-        "ArtifactBucketName": cfg.aws.bucket,
-        "ArtifactPrefix": cfg.aws.prefix,
-        "KmsAliasName": alias,
-        "ExecutionRoleName": cfg.aws.role_arn.rsplit("/", 1)[-1],
-        "BuildPipelineName": cfg.project.build_pipeline,
-        "DeployPipelineName": cfg.project.deploy_pipeline,
-        "ModelPackageGroupName": cfg.registry.model_package_group,
-        "RepositoryUrl": repo_url,
-        "BranchName": branch,
-        "ScheduleExpression": cfg.schedule.cron,
-        "ScheduleTimezone": cfg.schedule.timezone,
-        "ScheduleState": "ENABLED" if cfg.schedule.enabled else "DISABLED",
-        "FlexibleWindowMinutes": str(cfg.schedule.flexible_window_minutes),
-        "RetryAttempts": str(cfg.retry.max_attempts),
-    } | cfg.infra_parameters() | {
-        key: account
-        for key, framework in IMAGE_ACCOUNT_PARAMETERS.items()
-        if (account := image_account(framework, cfg.aws.region))
-    }
+    return (
+        {
+            "ProjectName": cfg.project.name,
+            "Environment": cfg.env,
+            "ArtifactBucketName": cfg.aws.bucket,
+            "ArtifactPrefix": cfg.aws.prefix,
+            "KmsAliasName": alias,
+            "ExecutionRoleName": cfg.aws.role_arn.rsplit("/", 1)[-1],
+            "BuildPipelineName": cfg.project.build_pipeline,
+            "DeployPipelineName": cfg.project.deploy_pipeline,
+            "ModelPackageGroupName": cfg.registry.model_package_group,
+            "RepositoryUrl": repo_url,
+            "BranchName": branch,
+            "ScheduleExpression": cfg.schedule.cron,
+            "ScheduleTimezone": cfg.schedule.timezone,
+            "ScheduleState": "ENABLED" if cfg.schedule.enabled else "DISABLED",
+            "FlexibleWindowMinutes": str(cfg.schedule.flexible_window_minutes),
+            "RetryAttempts": str(cfg.retry.max_attempts),
+        }
+        | cfg.infra_parameters()
+        | {
+            key: account
+            for key, framework in IMAGE_ACCOUNT_PARAMETERS.items()
+            if (account := image_account(framework, cfg.aws.region))
+        }
+    )
 
 
 def cfn_parameters(params: dict[str, str]) -> list[dict[str, str]]:

@@ -20,9 +20,11 @@ GROUPS = (
     "mlops.cli.build",
     "mlops.cli.run",
     "mlops.cli.executions",
+    "mlops.cli.callback",
     "mlops.cli.models",
     "mlops.cli.endpoints",
     "mlops.cli.aws",
+    "mlops.cli.schedule",
 )
 
 

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="which environment stands in for which image, as config local.images writes it (pattern: "
         "project | /path/to/python | [requirements] | {python, requirements}); ahead of the project's own",
     )  # fmt: skip
+    run.add_argument(
+        "--lambda-functions", type=Path, metavar="FILE.yaml",
+        help="which local handler serves which Lambda step's function, as config local.lambda_functions "
+        "writes it (FunctionArn or name: package.module:function | path/to/file.py:function, a path "
+        "relative to the file); ahead of the project's own",
+    )  # fmt: skip
     add_home(run)
     run.set_defaults(func=cmd_run)
 
@@ -85,7 +91,44 @@ def prepare_project_run(args: Invocation, key: str, console) -> dict[str, Any]:
         "images": dict(cfg.local.images),
         "max_parallel": cfg.local.max_parallel_steps,
         "endpoint_ports": project.declaration.endpoint_ports(cfg),
+        **local_functions(args),
     }
+
+
+def local_functions(args: Invocation) -> dict[str, Any]:
+    """The project config's Lambda handlers (paths against the project root) and callback timeout."""
+    from mlops.local.handlers.lambda_step import resolve_paths
+
+    if args.optional_project is None:
+        return {"lambda_functions": {}}
+    local = args.config.local
+    return {
+        "lambda_functions": resolve_paths(local.lambda_functions, args.project.root),
+        "callback_timeout_s": local.callback_timeout_s,
+    }
+
+
+def read_lambda_functions(path: Path) -> dict[str, str]:
+    """``--lambda-functions FILE``: a mapping in config ``local.lambda_functions``'s form."""
+    import yaml
+
+    from mlops.local.handlers.lambda_step import LambdaConfigError, check_functions, resolve_paths
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DefinitionError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise DefinitionError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DefinitionError(
+            f"{path}: expected a mapping of function ARNs (as config local.lambda_functions)"
+        )
+    try:
+        check_functions(data)
+    except LambdaConfigError as err:
+        raise DefinitionError(f"{path}: {err}") from None
+    return resolve_paths(data, path.resolve().parent)
 
 
 def read_definition(path: Path) -> dict[str, Any]:
@@ -143,6 +186,7 @@ def cmd_run(args: Invocation) -> int:
             "pipeline_name": args.definition.stem,
             # inside a project its image table applies to any definition, as to its own
             "images": dict(args.config.local.images) if args.optional_project else {},
+            **local_functions(args),
         }
     else:
         key = args.pipeline or args.project.declaration.default_pipeline
@@ -152,13 +196,21 @@ def cmd_run(args: Invocation) -> int:
             params = args.project.start_parameters(args.config, key, params, LocalRegistry(args.local_home))
         settings = prepare_project_run(args, key, console)
     settings["images"] = {**extra_images, **settings["images"]}  # the file's rules match first
+    if args.lambda_functions:
+        settings["lambda_functions"] = {
+            **settings["lambda_functions"],
+            **read_lambda_functions(args.lambda_functions),
+        }
     definition = settings.pop("definition")
     if args.name:
         settings["pipeline_name"] = args.name
     if args.max_parallel:
         settings["max_parallel"] = args.max_parallel
     if args.check:
-        return report_check(definition, console, as_json=args.json, images=settings["images"])
+        return report_check(
+            definition, console, as_json=args.json, images=settings["images"],
+            lambda_functions=settings["lambda_functions"],
+        )  # fmt: skip
     options = RunOptions(params=params, resume=args.resume, use_cache=not args.no_cache, **settings)
     with RunProgress(console, show_logs=args.logs) as progress:
         record = run_definition(definition, home=args.local_home, options=options, on_event=progress)
@@ -174,7 +226,12 @@ def cmd_run(args: Invocation) -> int:
 
 
 def report_check(
-    definition: dict[str, Any], console, *, as_json: bool, images: dict[str, Any] | None = None
+    definition: dict[str, Any],
+    console,
+    *,
+    as_json: bool,
+    images: dict[str, Any] | None = None,
+    lambda_functions: dict[str, str] | None = None,
 ) -> int:
     """``mlops run --check``: what would serve each step, and every blocker; exit 1 if any."""
     from rich.table import Table
@@ -182,7 +239,7 @@ def report_check(
     from mlops.cli.console import print_json
     from mlops.local.check import check
 
-    result = check(definition, images)
+    result = check(definition, images, lambda_functions=lambda_functions)
     if as_json:
         print_json({"runnable": result.runnable, "blockers": result.blockers,
                     "steps": [v.to_json() for v in result.steps]})  # fmt: skip

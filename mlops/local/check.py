@@ -51,7 +51,7 @@ class CheckResult:
         return not self.blockers
 
 
-def _view(step: Step, images: Mapping[str, Any]) -> StepView:
+def _view(step: Step, images: Mapping[str, Any], settings: Mapping[str, Any]) -> StepView:
     handler = handlers.handler_for(step.type)
     if handler is None:
         return StepView(
@@ -66,20 +66,29 @@ def _view(step: Step, images: Mapping[str, Any]) -> StepView:
     describe = getattr(handler, "describe", None)
     if describe is None:
         return StepView(step.name, step.type, runtime=f"local {step.type} handler")
-    view = describe(step, images)
+    # a handler that needs more of the run's settings names them (``describe_settings``)
+    extra = {k: settings.get(k) for k in getattr(handler, "describe_settings", ())}
+    view = describe(step, images, **extra)
     view.name, view.type = step.name, step.type
     return view
 
 
-def check(definition: Mapping[str, Any], images: Mapping[str, Any] | None = None) -> CheckResult:
+def check(
+    definition: Mapping[str, Any],
+    images: Mapping[str, Any] | None = None,
+    *,
+    lambda_functions: Mapping[str, str] | None = None,
+) -> CheckResult:
     """Every blocker of ``definition``: a definition that does not parse or fails preflight gives one.
-    ``images``: config ``local.images`` (which environment stands in for which image)."""
+    ``images``: config ``local.images`` (which environment stands in for which image);
+    ``lambda_functions``: config ``local.lambda_functions`` (which handler serves which Lambda function)."""
     try:
         model = parse(definition)
         preflight.check(model)
     except DefinitionError as err:
         return CheckResult(None, [], [str(err)])
-    views = [_view(step, images or {}) for step in model.steps.values()]
+    settings = {"lambda_functions": dict(lambda_functions or {})}
+    views = [_view(step, images or {}, settings) for step in model.steps.values()]
     blockers = [f"step {v.name}: {b}" for v in views for b in v.blockers]
     return CheckResult(model, views, blockers)
 

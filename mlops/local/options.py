@@ -19,6 +19,9 @@ class RunOptions:
     # config local.images: image pattern -> the environment standing in for it (mlops.local.images)
     images: Mapping[str, Any] = field(default_factory=dict)
     endpoint_ports: Mapping[str, int] = field(default_factory=dict)  # endpoint name -> local port
+    # config local.lambda_functions: FunctionArn or name -> "package.module:function" | "file.py:function"
+    lambda_functions: Mapping[str, str] = field(default_factory=dict)
+    callback_timeout_s: float | None = None  # config local.callback_timeout_s (a step's Timeout wins)
     # (endpoint name, new version URL) -> raise to keep the serving version
     endpoint_gate: Callable[[str, str], None] | None = None
     stop: threading.Event | None = None  # set to stop every step (SIGINT/SIGTERM do it in the main thread)

@@ -44,15 +44,19 @@ log = logging.getLogger(__name__)
 
 # Steps whose jobs call AWS APIs get local stand-ins for them: S3 (the store, for any job) and the deploy
 # steps' APIs. Cheap until used: moto starts on its first request, rclone when the first job starts.
-NEEDS_AWS_STANDINS = ("Processing", "Training", "EndpointConfig", "Endpoint")
+NEEDS_AWS_STANDINS = ("Processing", "Training", "Tuning", "EndpointConfig", "Endpoint", "Lambda")
 
 
-def plan(definition: Mapping[str, Any], images: Mapping[str, Any] | None = None) -> Definition:
+def plan(
+    definition: Mapping[str, Any],
+    images: Mapping[str, Any] | None = None,
+    lambda_functions: Mapping[str, str] | None = None,
+) -> Definition:
     """The parsed definition, refused before anything runs on the first blocker that ``mlops.local.check``
     finds (a step type without a handler, a request of the wrong shape, an image that cannot run here)."""
     from mlops.local.check import check
 
-    result = check(definition, images)
+    result = check(definition, images, lambda_functions=lambda_functions)
     if result.blockers:
         more = len(result.blockers) - 1
         hint = f" (and {more} more: see mlops run --check)" if more else ""
@@ -326,7 +330,7 @@ def run_definition(
     """
     options = dataclasses.replace(options or RunOptions(), **settings)  # settings: RunOptions fields
     h = home if isinstance(home, Home) else Home.open(home)
-    model = plan(definition, options.images)
+    model = plan(definition, options.images, options.lambda_functions)
     if any(getattr(handlers.handler_for(s.type), "needs_sandbox", False) for s in model.steps.values()):
         from mlops.local.runtime.sandbox import sandbox_mode
 

@@ -26,6 +26,7 @@ def test_compiled_pipelines_upsert_then_the_cli_finds_nothing_to_do_until_config
         commit=git_commit(PROJECT.root),
     )  # fmt: skip
     assert sorted((r.key, r.action) for r in results) == [
+        ("batch-score", "created"),
         ("model-build", "created"),
         ("model-deploy", "created"),
     ]
@@ -41,7 +42,7 @@ def test_compiled_pipelines_upsert_then_the_cli_finds_nothing_to_do_until_config
     assert main(["upsert", "--env", "ci"]) == 0
     out = capsys.readouterr().out
     assert "0 file(s) uploaded" in out
-    assert out.count("up to date") == 2
+    assert out.count("up to date") == 3
 
     monkeypatch.setenv("MLOPS__EVALUATION__THRESHOLD", "0.97")
     assert main(["diff", "--env", "ci", "--format", "json"]) == 1

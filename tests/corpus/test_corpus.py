@@ -4,6 +4,7 @@
 - ``"Succeeded"``: the whole pipeline runs here (its images through their stand-ins, boto3 inside jobs);
 - ``{"refused": TYPE}``: it uses a step type another issue covers; ``--check`` names every blocker, and the
   run stops before its first step with one line naming a step of that type;
+- ``{"blocked": FRAGMENT}``: the same for another blocker (e.g. a built-in algorithm other than XGBoost);
 - ``{"fails": FRAGMENT, "why": ...}``: known not to run on this machine yet, for the reason given; the run
   must fail with that cause named (and which environment stood in), never with a traceback.
 """
@@ -25,6 +26,21 @@ CORPUS = Path(__file__).resolve().parent
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 # The image table its user writes after the first run's failure hint (``mlops run --images``).
 IMAGES = "images.yaml"
+# The Lambda handlers its user maps after ``--check`` names the unmapped function (``--lambda-functions``).
+LAMBDAS = "lambda_functions.yaml"
+
+
+def user_files(name: str) -> list[str]:
+    """The options for the files a user wrote for this pipeline (an image table, Lambda handlers)."""
+    out = []
+    for option, file in (("--images", IMAGES), ("--lambda-functions", LAMBDAS)):
+        if (CORPUS / name / file).exists():
+            out += [option, str(CORPUS / name / file)]
+    return out
+
+
+def blocker(expected: dict) -> str:
+    return f"type {expected['refused']} is not supported" if "refused" in expected else expected["blocked"]
 
 
 def seeded_home(tmp_path: Path, name: str) -> Path:
@@ -46,27 +62,27 @@ def test_every_entry_has_a_definition_an_origin_and_an_expectation():
 def test_a_public_pipeline_runs_to_succeeded(name, tmp_path, capsys, bwrap_mode):
     home = seeded_home(tmp_path, name)
     command = ["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)]
-    if (CORPUS / name / IMAGES).exists():
-        command += ["--images", str(CORPUS / name / IMAGES)]
-    code = main(command)
+    code = main(command + user_files(name))
     out = capsys.readouterr()
     assert code == 0, out.out[-3000:] + out.err[-2000:]
     [record] = Home.open(home).runs.list()
     assert record["status"] == "Succeeded"
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if isinstance(e, dict) and "refused" in e))
-def test_a_pipeline_with_another_issues_step_type_stops_before_start(name, tmp_path, capsys):
-    step_type = EXPECTED[name]["refused"]
+@pytest.mark.parametrize(
+    "name", sorted(n for n, e in EXPECTED.items() if isinstance(e, dict) and {"refused", "blocked"} & set(e))
+)
+def test_a_pipeline_with_a_blocker_stops_before_start(name, tmp_path, capsys):
+    words = blocker(EXPECTED[name])
     definition = CORPUS / name / "definition.json"
-    code = main(["run", "--check", str(definition), "--json"])
+    code = main(["run", "--check", str(definition), "--json", *user_files(name)])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1 and not doc["runnable"]
-    assert any(f"type {step_type} is not supported" in b for b in doc["blockers"])
+    assert any(words in b for b in doc["blockers"]), doc["blockers"]
     home = seeded_home(tmp_path, name)
-    code = main(["run", "--definition", str(definition), "--home", str(home)])
+    code = main(["run", "--definition", str(definition), "--home", str(home), *user_files(name)])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and f"type {step_type} is not supported" in err
+    assert code != 0 and len(err.splitlines()) == 1 and words in err, err
     assert Home.open(home).runs.list() == []  # nothing started, nothing recorded
 
 
@@ -74,7 +90,8 @@ def test_a_pipeline_with_another_issues_step_type_stops_before_start(name, tmp_p
 @pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if isinstance(e, dict) and "fails" in e))
 def test_a_known_gap_fails_naming_its_cause(name, tmp_path, capsys, bwrap_mode):
     home = seeded_home(tmp_path, name)
-    code = main(["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)])
+    command = ["run", "--definition", str(CORPUS / name / "definition.json"), "--home", str(home)]
+    code = main(command + user_files(name))
     out = capsys.readouterr()
     assert code == 1 and "Traceback" not in out.out + out.err
     [record] = Home.open(home).runs.list()

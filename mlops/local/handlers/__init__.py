@@ -31,6 +31,9 @@ BUILTIN: dict[str, str] = {
     "EndpointConfig": "mlops.local.handlers.endpoint_config:EndpointConfigHandler",
     "Endpoint": "mlops.local.handlers.endpoint:EndpointHandler",
     "Transform": "mlops.local.handlers.transform:TransformHandler",
+    "Tuning": "mlops.local.handlers.tuning:TuningHandler",
+    "Lambda": "mlops.local.handlers.lambda_step:LambdaHandler",
+    "Callback": "mlops.local.handlers.callback:CallbackHandler",
 }
 _REGISTERED: dict[str, StepHandler] = {}
 

@@ -110,39 +110,16 @@ class JobHandler:
             tries += 1
             job_dir = execution.home.execution_dir(execution.execution_id) / step.name / f"attempt-{attempt}"
             execution.save(step.name, attempts=attempt, job_dir=str(job_dir))
-            fault: RuntimeFault | None = None
-            try:
-                result = runner(
-                    request,
-                    job_name=name if attempt == 1 else f"{name[:56]}-r{attempt}",
-                    store=execution.store,
-                    job_dir=job_dir,
-                    on_log=lambda host, line, _n=step.name: execution.emit(
-                        "log", _n, message=f"[{host}] {line}"
-                    ),
-                    cancel=execution.stop,
-                    file_systems=dict(execution.options.file_systems),
-                    services=execution.services,
-                    images=dict(execution.options.images),
-                )
-                status, reason = result.status, result.failure_reason
-            except RuntimeFault as err:
-                log.warning("step %s: the local runtime failed: %s", step.name, err)
-                status, reason, result, fault = "Failed", f"{err.exception_type}: {err}", None, err
-            except MlopsError as err:
-                status, reason, result = "Failed", _one_line(str(err)), None
-            except OSError as err:
-                log.debug("step %s: job runtime raised", step.name, exc_info=True)
-                where = f" ({err.filename})" if err.filename else ""
-                reason = f"cannot run the job: {type(err).__name__}: {err.strerror or err}{where}"
-                status, result = "Failed", None
-            except Exception as err:  # a request the runtime did not expect: the request's fault, not ours
-                log.debug("step %s: job runtime raised", step.name, exc_info=True)
-                status, reason, result = (
-                    "Failed",
-                    _one_line(f"invalid job request: {type(err).__name__}: {err}"),
-                    None,
-                )
+            status, reason, result, fault = self.call_runner(
+                runner,
+                request,
+                job_name=name if attempt == 1 else f"{name[:56]}-r{attempt}",
+                job_dir=job_dir,
+                execution=execution,
+                on_log=lambda host, line, _n=step.name: execution.emit("log", _n, message=f"[{host}] {line}"),
+                cancel=execution.stop,
+                step_name=step.name,
+            )
             logs = [str(p) for p in (getattr(result, "log_paths", None) or [])]
             if status == "Completed":
                 props = dict(result.properties or {})
@@ -166,6 +143,46 @@ class JobHandler:
             )
             if execution.stop.wait(delay):
                 return Outcome(StepStatus.STOPPED, failure_reason="stopped", log_paths=logs, attempts=attempt)
+
+    def call_runner(
+        self, runner, request, *, job_name: str, job_dir, execution, on_log, cancel, step_name: str
+    ) -> tuple[str, str | None, Any, RuntimeFault | None]:
+        """One job of the runtime: ``(status, failure reason, JobResult or None, RuntimeFault or None)``.
+
+        A :class:`RuntimeFault` (the runtime's own infrastructure) is returned for RetryPolicies to judge; a
+        job's own error, a request the runtime refuses and an OSError from the job's input are one line."""
+        fault: RuntimeFault | None = None
+        try:
+            result = runner(
+                request,
+                job_name=job_name,
+                store=execution.store,
+                job_dir=job_dir,
+                on_log=on_log,
+                cancel=cancel,
+                file_systems=dict(execution.options.file_systems),
+                services=execution.services,
+                images=dict(execution.options.images),
+            )
+            status, reason = result.status, result.failure_reason
+        except RuntimeFault as err:
+            log.warning("step %s: the local runtime failed: %s", step_name, err)
+            status, reason, result, fault = "Failed", f"{err.exception_type}: {err}", None, err
+        except MlopsError as err:
+            status, reason, result = "Failed", _one_line(str(err)), None
+        except OSError as err:
+            log.debug("step %s: job runtime raised", step_name, exc_info=True)
+            where = f" ({err.filename})" if err.filename else ""
+            reason = f"cannot run the job: {type(err).__name__}: {err.strerror or err}{where}"
+            status, result = "Failed", None
+        except Exception as err:  # a request the runtime did not expect: the request's fault, not ours
+            log.debug("step %s: job runtime raised", step_name, exc_info=True)
+            status, reason, result = (
+                "Failed",
+                _one_line(f"invalid job request: {type(err).__name__}: {err}"),
+                None,
+            )
+        return status, reason, result, fault
 
     def property_files(self, step, request: Mapping[str, Any]) -> dict[str, Any]:
         return {}

@@ -117,8 +117,9 @@ def test_check_lists_every_step_and_every_blocker_at_once(mixed_definition, tmp_
     out = capsys.readouterr().out
     assert code == 1
     assert "3 blocker(s)" in out
-    for words in ("step KMeans: built-in algorithm 'kmeans'", "step Tune: type Tuning is not supported",
-                  "step Notify: type Lambda is not supported", "framework mode through sagemaker-training: t.py",
+    for words in ("step KMeans: built-in algorithm 'kmeans'", "step Tune: HyperParameterTuningJobConfig: missing",
+                  "step Notify: no local handler for Lambda function arn:aws:lambda:us-east-1:111122223333:function:f",
+                  "framework mode through sagemaker-training: t.py",
                   "built-in XGBoost 1.7-1 in algorithm mode", "the request's ContainerEntrypoint"):  # fmt: skip
         assert words in out, words
     assert not (tmp_path / "home").exists()  # nothing ran, nothing was recorded
