@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,30 @@ INSTANCE_TYPE = re.compile(r"^(ml|local)\.[a-z0-9-]+\.[a-z0-9]+$")
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+
+
+# A local Lambda handler: 'package.module:function' or 'path/to/file.py:function'.
+_TARGET = re.compile(r"^(?P<where>[^:\s][^:]*):(?P<function>[A-Za-z_]\w*)$")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class LambdaConfigError(ValueError):
+    """A ``local.lambda_functions`` entry of the wrong shape."""
+
+
+def check_functions(functions: Mapping[str, Any]) -> None:
+    """Every entry is ``ARN or name -> 'package.module:function' | 'path/to/file.py:function'``."""
+    for key, target in functions.items():
+        if not isinstance(key, str) or not key.strip():
+            raise LambdaConfigError(f"{key!r}: the key must be a function ARN or name")
+        if not isinstance(target, str):
+            raise LambdaConfigError(f"{key}: must be a string 'package.module:function' (got {target!r})")
+        m = _TARGET.match(target.strip())
+        where = m.group("where") if m else ""
+        if not m or not (where.endswith(".py") or _MODULE.match(where)):
+            raise LambdaConfigError(
+                f"{key}: {target!r} is not 'package.module:function' or 'path/to/file.py:function'"
+            )
 
 
 class Strict(BaseModel):
@@ -230,8 +255,6 @@ class Local(Strict):
     @field_validator("lambda_functions")
     @classmethod
     def _lambda_functions(cls, v):
-        from mlops.local.handlers.lambda_step import LambdaConfigError, check_functions
-
         try:
             check_functions(v)
         except LambdaConfigError as err:

@@ -112,7 +112,8 @@ def read_lambda_functions(path: Path) -> dict[str, str]:
     """``--lambda-functions FILE``: a mapping in config ``local.lambda_functions``'s form."""
     import yaml
 
-    from mlops.local.handlers.lambda_step import LambdaConfigError, check_functions, resolve_paths
+    from mlops.config import LambdaConfigError, check_functions
+    from mlops.local.handlers.lambda_step import resolve_paths
 
     try:
         data = yaml.safe_load(path.read_text())

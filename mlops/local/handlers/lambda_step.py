@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops.config import LambdaConfigError, check_functions  # noqa: F401  (re-exported)
 from mlops.definition.expressions import resolve
 from mlops.errors import MlopsError
 from mlops.local.records import Outcome, StepStatus
@@ -35,30 +36,9 @@ DEFAULT_TIMEOUT_S = 120.0
 MAX_TIMEOUT_S = 900.0  # Lambda's own ceiling
 DEFAULT_MEMORY_MB = 128
 OUTPUT_TYPES = ("String", "Integer", "Boolean", "Float")
-_TARGET = re.compile(r"^(?P<where>[^:\s][^:]*):(?P<function>[A-Za-z_]\w*)$")
-_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:[a-z0-9-]*:\d*:function:(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$"
 )
-
-
-class LambdaConfigError(MlopsError):
-    """A ``local.lambda_functions`` entry of the wrong shape."""
-
-
-def check_functions(functions: Mapping[str, Any]) -> None:
-    """Every entry is ``ARN or name -> 'package.module:function' | 'path/to/file.py:function'``."""
-    for key, target in functions.items():
-        if not isinstance(key, str) or not key.strip():
-            raise LambdaConfigError(f"{key!r}: the key must be a function ARN or name")
-        if not isinstance(target, str):
-            raise LambdaConfigError(f"{key}: must be a string 'package.module:function' (got {target!r})")
-        m = _TARGET.match(target.strip())
-        where = m.group("where") if m else ""
-        if not m or not (where.endswith(".py") or _MODULE.match(where)):
-            raise LambdaConfigError(
-                f"{key}: {target!r} is not 'package.module:function' or 'path/to/file.py:function'"
-            )
 
 
 def resolve_paths(functions: Mapping[str, str], base: Path) -> dict[str, str]:
