@@ -275,7 +275,16 @@ def test_bad_parameters_refused_before_anything_runs(tmp_path, params, message):
 
 BAD_DEFINITIONS = [
     (definition({"Name": "E", "Type": "EMR", "Arguments": {}}), "step E: type EMR is not supported"),
-    (definition({"Name": "L", "Type": "Lambda", "Arguments": {}}), "step L: type Lambda is not supported"),
+    (
+        definition({"Name": "Q", "Type": "QualityCheck", "Arguments": {}}),
+        "step Q: type QualityCheck is not supported",
+    ),
+    (
+        definition(
+            {"Name": "L", "Type": "Lambda", "FunctionArn": "arn:aws:lambda:us-east-1:111122223333:function:f"}
+        ),
+        "step L: no local handler for Lambda function arn:aws:lambda:us-east-1:111122223333:function:f",
+    ),
     (
         definition(processing("A", "pass", inputs=[("x", {"Get": "Steps.Ghost.ProcessingOutputConfig"})])),
         "step 'A': reference 'Steps.Ghost.ProcessingOutputConfig' names unknown step 'Ghost'",

@@ -51,3 +51,19 @@ def test_a_host_we_stopped_comes_after_the_one_that_failed(tmp_path):
     hosts = hosts_with(tmp_path, {"algo-2": "disk full on shard 3"})
     reason = failure_reason("output/failure", hosts, [-15, 2], {"algo-1": ["KeyboardInterrupt: stopped"]})
     assert reason == "disk full on shard 3"
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        ["[algo-1] ModuleNotFoundError", "[algo-1] :", "[algo-1] No module named 'torchvision'"],
+        ["ModuleNotFoundError", "", ": No module named 'torchvision'"],
+    ],
+)
+def test_an_error_line_the_toolkit_relayed_in_pieces_is_joined_again(tmp_path, split):
+    hosts = hosts_with(tmp_path, {"algo-1": WRAPPER})
+    tails = {
+        "algo-1": ["Traceback (most recent call last):", '  File "/opt/ml/code/mnist.py", line 15', *split]
+    }
+    reason = failure_reason("output/failure", hosts[:1], [1], tails)
+    assert reason.startswith("ModuleNotFoundError: No module named 'torchvision'"), reason

@@ -278,12 +278,25 @@ def exit_description(host: str, code: int) -> str:
     return f"{host} was killed by {name}{hint}"
 
 
+_LINE_PREFIX = re.compile(r"^(?:\s*\[[\w.-]+\]:?)*\s*")
+
+
 def first_error_line(lines: list[str]) -> str | None:
-    """The first line that is a real error (``ValueError: ...``), not a launcher's wrapper of one."""
-    for raw in lines:
+    """The first line that is a real error (``ValueError: ...``), not a launcher's wrapper of one. The
+    training toolkit relays a script's stderr as it reads it from the pipe, so ``Error: message`` may reach
+    the log split over lines (``Error``, ``:``, ``message``): the pieces are joined again."""
+    for i, raw in enumerate(lines):
         m = _ERROR_LINE.match(raw.rstrip())
-        if m and not _WRAPPER_ERROR.search(m.group(1)):
-            return m.group(1).strip()
+        if not m or _WRAPPER_ERROR.search(m.group(1)):
+            continue
+        text = m.group(1).strip()
+        if ":" not in text:
+            rest = [r for r in (_LINE_PREFIX.sub("", line).strip() for line in lines[i + 1 : i + 5]) if r]
+            if len(rest) > 1 and rest[0] == ":":
+                text = f"{text}: {rest[1]}"
+            elif rest and rest[0].startswith(":") and len(rest[0]) > 1:
+                text = f"{text}: {rest[0][1:].strip()}"
+        return text
     return None
 
 
