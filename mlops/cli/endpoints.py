@@ -183,28 +183,44 @@ def _status_style(status: str) -> str:
 
 
 def _list(args) -> int:
+    from mlops.local.hosting.endpoints import recorded_endpoints
+
     endpoints = supervisor.list_endpoints(home=args.home_root)
+    hosted = recorded_endpoints(args.home_root)
     if args.format == "json":
-        print_json([e.to_json() for e in endpoints])
+        print_json([e.to_json() for e in endpoints] + [{"kind": "hosted", **h} for h in hosted])
         return 0
-    if not endpoints:
+    if not endpoints and not hosted:
         out().print("no local endpoints")
         return 0
-    table = Table(title="local endpoints")
-    for col in ("name", "status", "url", "version", "variant", "workers", "started"):
-        table.add_column(col, no_wrap=col in ("name", "status", "url"))
-    for e in endpoints:
-        a = e.active
-        table.add_row(
-            e.name,
-            f"[{_status_style(e.status)}]{e.status}[/]",
-            e.url,
-            a.version if a else "-",
-            a.variant if a else "-",
-            str(a.workers) if a else "-",
-            e.started_at,
-        )
-    out().print(table)
+    if endpoints:
+        table = Table(title="local endpoints")
+        for col in ("name", "status", "url", "version", "variant", "workers", "started"):
+            table.add_column(col, no_wrap=col in ("name", "status", "url"))
+        for e in endpoints:
+            a = e.active
+            table.add_row(
+                e.name,
+                f"[{_status_style(e.status)}]{e.status}[/]",
+                e.url,
+                a.version if a else "-",
+                a.variant if a else "-",
+                str(a.workers) if a else "-",
+                e.started_at,
+            )
+        out().print(table)
+    if hosted:
+        table = Table(title="endpoints CreateEndpoint made (served by mlops endpoints api)")
+        for col in ("name", "status", "variants (model, weight, instances)", "containers"):
+            table.add_column(col, no_wrap=col in ("name", "status"))
+        for h in hosted:
+            variants = ", ".join(
+                f"{v['VariantName']} ({v['ModelName']}, {v['Weight']:g}, {v['InstanceCount']})"
+                for v in h["variants"]
+            )
+            table.add_row(h["name"], f"[{_status_style(h['status'])}]{h['status']}[/]", variants,
+                          str(h["running_containers"]))  # fmt: skip
+        out().print(table)
     return 0
 
 

@@ -241,6 +241,40 @@ def _post(ref: ContainerRef, body: bytes, headers: dict[str, str]) -> tuple[int,
         conn.close()
 
 
+# ---- the records, read from outside the API process ----------------------------------------------------------
+
+
+def recorded_endpoints(home: str | os.PathLike) -> list[dict]:
+    """The endpoints CreateEndpoint made under ``home``, as their records say, for ``mlops endpoints list``:
+    name, status, the variants' model, weight and instance count, and how many containers are running.
+    The status is the API process's, so an endpoint with no running container is shown ``Stopped`` (the
+    next ``mlops endpoints api`` brings it back)."""
+    out = []
+    for path in sorted((Path(home) / "hosting" / "runtime").glob("*/state.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        running = 0
+        for ref in doc.get("containers", []):
+            with contextlib.suppress(TypeError, KeyError):
+                running += ProcessRef(**ref["process"]).alive()
+        desired = doc.get("desired") or {}
+        variants = [
+            {"VariantName": pv.get("VariantName", "AllTraffic"), "ModelName": pv.get("ModelName"),
+             "Weight": (desired.get(pv.get("VariantName")) or [pv.get("InitialVariantWeight", 1.0)])[0],
+             "InstanceCount": (desired.get(pv.get("VariantName")) or [None, pv.get("InitialInstanceCount", 1)])[1]}
+            for pv in (doc.get("config") or {}).get("ProductionVariants") or []
+        ]  # fmt: skip
+        status = doc.get("status", "")
+        if status in (IN_SERVICE, UPDATING, CREATING) and not running:
+            status = "Stopped"
+        out.append({"name": doc.get("name", path.parent.name), "status": status, "variants": variants,
+                    "running_containers": running, "failure_reason": doc.get("failure_reason"),
+                    "created": doc.get("created")})  # fmt: skip
+    return out
+
+
 # ---- the hosting ------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ create a model and an endpoint, invoke it, and a target-tracking policy scales i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def test_the_exports_name_all_three_services(api):
                                     "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING")} == {api}  # fmt: skip
 
 
-def test_load_raises_the_instance_count_and_idleness_lowers_it(api):
+def test_load_raises_the_instance_count_and_idleness_lowers_it(api, tmp_path):
+    home = str(tmp_path)
     sm, runtime, scaling = clients()
     sm.create_model(ModelName="m", ExecutionRoleArn=ROLE,
                     PrimaryContainer={"Image": "local/serving:1", "ModelDataUrl": "s3://b/models/m.tar.gz"})  # fmt: skip
@@ -68,6 +70,17 @@ def test_load_raises_the_instance_count_and_idleness_lowers_it(api):
     )
     body = runtime.invoke_endpoint(EndpointName="scaled", Body="[1]", ContentType="application/json")["Body"]
     assert body.read() == b"[11.0]"
+    listed = subprocess.run(
+        [sys.executable, "-m", "mlops.cli.main", "endpoints", "list", "--format", "json", "--home", home],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (hosted,) = [e for e in json.loads(listed) if e.get("kind") == "hosted"]
+    assert (
+        hosted["name"] == "scaled" and hosted["status"] == "InService" and hosted["running_containers"] >= 1
+    )
+    assert hosted["variants"] == [
+        {"VariantName": "AllTraffic", "ModelName": "m", "Weight": 1.0, "InstanceCount": 1}
+    ]
 
     resource = "endpoint/scaled/variant/AllTraffic"
     scaling.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
