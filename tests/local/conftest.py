@@ -1,4 +1,5 @@
-"""Fixtures for the local job runtime: a file-backed store and both sandbox modes."""
+"""Fixtures for the local job runtime: a file-backed store, both sandbox modes, and hosted endpoints behind
+the runtime API with a boto3 client for it."""
 
 from __future__ import annotations
 
@@ -31,3 +32,27 @@ def bwrap_mode(monkeypatch):
         pytest.skip("bwrap cannot create namespaces on this machine")
     monkeypatch.setenv("MLOPS_SANDBOX", sandbox.BWRAP)
     return sandbox.BWRAP
+
+
+@pytest.fixture
+def hosting(tmp_path):
+    """``(LocalHosting, its store, the runtime API's URL)``; every endpoint is deleted afterwards."""
+    from mlops.local.hosting.endpoints import LocalHosting
+    from mlops.serving.runtime_api import RuntimeApiServer
+
+    store = S3Store(tmp_path / "s3")
+    hosting = LocalHosting(tmp_path, store)
+    with RuntimeApiServer(tmp_path, hosting=hosting) as api:
+        yield hosting, store, api.url
+    hosting.close(delete=True)
+
+
+def runtime(url: str):
+    """The real boto3 sagemaker-runtime client of the API at ``url``, one attempt per call."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sagemaker-runtime", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="local",
+        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}),
+    )  # fmt: skip

@@ -8,11 +8,11 @@ import tarfile
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from mlops.local.runtime import JobRequestError, run_training_job
+from tests.sdk_offline import store_session
 
 # Two hosts meet over a fixed port at algo-1, as torchrun does; each checks the host contract first.
 RENDEZVOUS = textwrap.dedent(
@@ -333,31 +333,13 @@ def sdk_training_request(store, code_dir):
 
     os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
-    import boto3
-    from sagemaker.core.workflow.pipeline_context import PipelineSession
     from sagemaker.mlops.workflow.pipeline import Pipeline
     from sagemaker.mlops.workflow.steps import TrainingStep
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, OutputDataConfig, SourceCode, StoppingCondition
     from sagemaker.train.distributed import Torchrun
 
-    class StoreSession(PipelineSession):
-        """Offline: the SDK's uploads (code, sm_drivers) land in the local store."""
-
-        def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
-            uri = f"s3://{bucket or 'b'}/{key_prefix}/{os.path.basename(path)}"
-            store.put_tree(uri, Path(path))
-            return uri
-
-        def default_bucket(self):
-            return "b"
-
-    def offline(request, **_):
-        raise RuntimeError(f"offline test tried to call AWS: {request.url}")
-
-    boto = boto3.Session(region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
-    boto._session.register("before-send", offline)
-    session = StoreSession(boto_session=boto, default_bucket="b")
+    session = store_session(store)
     trainer = ModelTrainer(
         training_image="img",
         role="arn:aws:iam::123456789012:role/x",

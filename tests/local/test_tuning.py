@@ -19,6 +19,7 @@ from mlops.local.handlers import tuning
 from mlops.local.handlers.tuning import parse_plan, parse_range, trial_job_name, trial_request
 from mlops.local.s3store import S3Store
 from mlops.local.scheduler import run_definition
+from tests.sdk_offline import store_session
 
 ROLE = "arn:aws:iam::123456789012:role/x"
 # A training script whose loss is a known function of its hyperparameters: minimum 0 at shift = 3.
@@ -232,9 +233,7 @@ def sdk_definition(
     """A TuningStep as the SageMaker SDK (v3 HyperparameterTuner over a ModelTrainer) serializes it."""
     os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
-    import boto3
     from sagemaker.core.parameter import ContinuousParameter
-    from sagemaker.core.workflow.pipeline_context import PipelineSession
     from sagemaker.mlops.workflow.pipeline import Pipeline
     from sagemaker.mlops.workflow.steps import TuningStep
     from sagemaker.train import ModelTrainer
@@ -249,23 +248,7 @@ def sdk_definition(
         tar.addfile(info, io.BytesIO(data))
     store.put_bytes("s3://b/code/sourcedir.tar.gz", buf.getvalue())
 
-    class StoreSession(PipelineSession):
-        """Offline: the SDK's uploads (sm_drivers) land in the local store."""
-
-        def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
-            uri = f"s3://{bucket or 'b'}/{key_prefix}/{os.path.basename(path)}"
-            store.put_tree(uri, Path(path))
-            return uri
-
-        def default_bucket(self):
-            return "b"
-
-    def offline(request, **_):
-        raise RuntimeError(f"offline test tried to call AWS: {request.url}")
-
-    boto = boto3.Session(region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
-    boto._session.register("before-send", offline)
-    session = StoreSession(boto_session=boto, default_bucket="b")
+    session = store_session(store)
     trainer = ModelTrainer(
         training_image="img",
         role=ROLE,

@@ -8,14 +8,13 @@ import json
 import textwrap
 import threading
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from mlops.local.hosting.endpoints import IN_SERVICE, LocalHosting
 from mlops.local.s3store import S3Store
 from mlops.serving.runtime_api import RuntimeApiServer
 from tests.archives import targz
+from tests.local.conftest import runtime
 
 # Adds the model's offset to each number of the JSON list it gets; says which model answered.
 OFFSET = """
@@ -58,22 +57,6 @@ def output_fn(prediction, accept):
 
 def model_tar(code: str, offset: float = 0.0) -> bytes:
     return targz({"code/inference.py": textwrap.dedent(code), "offset.txt": str(offset)})
-
-
-@pytest.fixture
-def hosting(tmp_path):
-    store = S3Store(tmp_path / "s3")
-    hosting = LocalHosting(tmp_path, store)
-    with RuntimeApiServer(tmp_path, hosting=hosting) as api:
-        yield hosting, store, api.url
-    hosting.close(delete=True)
-
-
-def runtime(url: str):
-    return boto3.client(
-        "sagemaker-runtime", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="local",
-        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}),
-    )  # fmt: skip
 
 
 def put(store: S3Store, uri: str, data: bytes) -> str:

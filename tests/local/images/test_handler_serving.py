@@ -35,6 +35,7 @@ from mlops.local.images.launch import serving_launch
 from mlops.local.runtime import JobRequestError
 from mlops.local.runtime.transform import run_transform_job
 from tests.archives import targz
+from tests.local.conftest import runtime
 
 SCRIPT = Path(handler_serving.__file__)
 HTTP_TIMEOUT_S = 30.0
@@ -733,29 +734,6 @@ class Net(torch.nn.Module):
             raise ValueError("negative input")
         return self.linear(x)
 """
-
-
-@pytest.fixture
-def hosting(tmp_path):
-    from mlops.local.hosting.endpoints import LocalHosting
-    from mlops.local.s3store import S3Store
-    from mlops.serving.runtime_api import RuntimeApiServer
-
-    store = S3Store(tmp_path / "s3")
-    hosting = LocalHosting(tmp_path, store)
-    with RuntimeApiServer(tmp_path, hosting=hosting) as api:
-        yield hosting, store, api.url
-    hosting.close(delete=True)
-
-
-def runtime(url: str):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "sagemaker-runtime", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="local",
-        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}),
-    )  # fmt: skip
 
 
 def test_a_pytorch_endpoint_serves_sagemaker_program_from_the_model_code_dir(hosting, tmp_path):
