@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -235,12 +235,3 @@ def occurrences(
     except CroniterError:  # no more occurrences (a year that has passed)
         pass
     return out
-
-
-def iter_occurrences(schedule: Schedule, after: datetime) -> Iterator[datetime]:
-    while True:
-        found = occurrences(schedule, after, 1)
-        if not found:
-            return
-        yield found[0]
-        after = found[0]

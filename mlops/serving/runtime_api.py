@@ -112,7 +112,7 @@ def _realtime_endpoint(endpoint: str, home):
     return info, None
 
 
-def _container_headers(headers, accept: str | None = None) -> dict[str, str]:
+def container_headers(headers, accept: str | None = None) -> dict[str, str]:
     """The request's headers the container gets; ``accept`` where the operation names it another way."""
     out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
     if accept:
@@ -123,7 +123,7 @@ def _container_headers(headers, accept: str | None = None) -> dict[str, str]:
 
 def _open_hosted_stream(hosting, endpoint: str, body: bytes, headers, write_head, write_part):
     """A hosted endpoint's streaming answer: ``(variant, connection, response)``, or None once answered."""
-    out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
+    out = container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
     if headers.get("X-Amzn-SageMaker-Target-Variant"):
         out["X-Amzn-SageMaker-Target-Variant"] = headers["X-Amzn-SageMaker-Target-Variant"]
     try:
@@ -166,7 +166,7 @@ def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_p
         info, error = _realtime_endpoint(endpoint, home)
         if error is not None:
             return write_head(*error)
-        out = _container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
+        out = container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
         conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
         try:
             conn.request("POST", "/invocations", body=body, headers=out)
@@ -231,7 +231,7 @@ def invoke(
     info, error = _realtime_endpoint(endpoint, home)
     if error is not None:
         return error
-    out = _container_headers(headers)
+    out = container_headers(headers)
     conn = http.client.HTTPConnection("127.0.0.1", info.port, timeout=_TIMEOUT_S)
     try:
         conn.request("POST", "/invocations", body=body, headers=out)

@@ -26,7 +26,7 @@ from mlops.errors import MlopsError
 from mlops.local.runtime import serving
 from mlops.local.runtime.common import HostDirs
 from mlops.serving import http_connection
-from mlops.serving.supervisor import ProcessRef, _group_alive, _spawn, _terminate, tail
+from mlops.serving.supervisor import ProcessRef, _spawn, _terminate, tail
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,6 @@ def memory_bytes(ref: ContainerRef) -> int:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
     return total
-
-
-def gone(ref: ContainerRef) -> bool:
-    return not _group_alive(ref.process)
 
 
 def _run(spec: Path, log_path: Path) -> int:

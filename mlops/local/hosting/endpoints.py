@@ -51,7 +51,7 @@ from mlops.local.runtime.common import JobRequestError
 from mlops.local.runtime.instances import limits_for, machine_memory
 from mlops.local.s3store import S3Store
 from mlops.serving import http_connection
-from mlops.serving.runtime_api import ContainerAnswer, Refused
+from mlops.serving.runtime_api import ContainerAnswer, Refused, container_headers
 from mlops.serving.supervisor import ProcessRef
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,6 @@ class _Variant:
     turn: itertools.count = field(default_factory=itertools.count)
     numbering: itertools.count = field(default_factory=lambda: itertools.count(1))
     scale_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def live(self) -> list[_Instance]:
-        return list(self.instances)
 
 
 @dataclass
@@ -481,9 +478,6 @@ class LocalHosting:
     def has(self, name: str) -> bool:
         return name in self._endpoints
 
-    def endpoint_config(self, name: str) -> dict:
-        return self._get(name).config
-
     def info(self, name: str) -> HostedInfo:
         config = self._get(name).config
         capture = config.get("DataCaptureConfig")
@@ -541,16 +535,10 @@ class LocalHosting:
     def invoke(self, name: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """One InvokeEndpoint; raises :class:`HostingError` for what the API refuses, :class:`ContainerAnswer`
         for a container's error status, ``OSError`` when a container cannot be reached."""
-        ep = self._endpoints.get(name)
-        if ep is None:
-            raise NotHosted(f"Endpoint {name} not found.")
-        if ep.status not in (IN_SERVICE, UPDATING):
-            raise HostingError(f"Endpoint {name} is {ep.status}: no instance serves it.")
+        ep = self._serving(name)
         variant = self._pick_variant(ep, headers.get("X-Amzn-SageMaker-Target-Variant"))
         instance = self._pick_instance(variant, headers.get("X-Amzn-SageMaker-Target-Model"))
-        out = {k: headers[k] for k in ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
-               if headers.get(k)}  # fmt: skip
-        out.setdefault("Content-Type", "application/octet-stream")
+        out = container_headers(headers)
         started = time.perf_counter()
         hit = load_ms = None
         error: int | None = None
@@ -582,17 +570,12 @@ class LocalHosting:
         """InvokeEndpointWithResponseStream on a one-container model: ``(variant, connection, response)``
         with the container's answer still arriving (the caller reads it as it comes, then closes the
         connection); None for the other kinds of model, which answer whole through :meth:`invoke`."""
-        ep = self._endpoints.get(name)
-        if ep is None:
-            raise NotHosted(f"Endpoint {name} not found.")
-        if ep.status not in (IN_SERVICE, UPDATING):
-            raise HostingError(f"Endpoint {name} is {ep.status}: no instance serves it.")
+        ep = self._serving(name)
         variant = self._pick_variant(ep, headers.get("X-Amzn-SageMaker-Target-Variant"))
         if variant.kind != SINGLE:
             return None
         instance = self._pick_instance(variant, None)
-        out = {k: headers[k] for k in ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
-               if headers.get(k)}  # fmt: skip
+        out = container_headers(headers)
         conn = http_connection(instance.containers[0].socket, INVOKE_TIMEOUT_S)
         try:
             conn.request("POST", "/invocations", body=body, headers=out)
@@ -606,6 +589,15 @@ class LocalHosting:
             _Call(time.time(), 0.0, response.status if response.status >= 400 else None, None, None),
         )
         return variant.name, conn, response
+
+    def _serving(self, name: str) -> _Endpoint:
+        """The endpoint ``name`` if it takes requests now (an update keeps serving the old variants)."""
+        ep = self._endpoints.get(name)
+        if ep is None:
+            raise NotHosted(f"Endpoint {name} not found.")
+        if ep.status not in (IN_SERVICE, UPDATING):
+            raise HostingError(f"Endpoint {name} is {ep.status}: no instance serves it.")
+        return ep
 
     def _pick_variant(self, ep: _Endpoint, target: str | None) -> _Variant:
         variants = list(ep.variants.values())
@@ -624,7 +616,7 @@ class LocalHosting:
         return random.choices(serving_, weights=[v.weight for v in serving_])[0]
 
     def _pick_instance(self, variant: _Variant, target_model: str | None) -> _Instance:
-        instances = variant.live()
+        instances = variant.instances
         if not instances:
             raise HostingError(f"variant {variant.name} has no instance in service")
         if target_model and variant.kind == MULTI_MODEL:  # where the model is loaded already, if anywhere
@@ -923,7 +915,7 @@ class LocalHosting:
     def _save(self, ep: _Endpoint) -> None:
         refs = []
         for v in list(ep.variants.values()):
-            for instance in v.live():
+            for instance in v.instances:
                 refs += [asdict(r) for r in instance.containers]
                 refs += [asdict(m.ref) for m in list(instance.models.values()) if m.ref is not None]
         doc = {
