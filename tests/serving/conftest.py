@@ -24,13 +24,17 @@ from tests.project import ROOT as PROJECT_ROOT
 SUM_INFERENCE = """
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 
 def model_fn(model_dir):
-    print(f"model_fn pid {os.getpid()}", flush=True)  # the server log: a sandboxed server's model dir is read-only
+    # One write: the server runs unbuffered, where print() writes the text and its newline apart and two
+    # workers' lines can interleave. The server log, as a sandboxed server's model dir is read-only.
+    sys.stdout.write(f"model_fn pid {os.getpid()}\\n")
+    sys.stdout.flush()
     with contextlib.suppress(OSError), open(Path(model_dir) / "loads.log", "a") as fh:
         fh.write(f"{os.getpid()}\\n")
     offset = float((Path(model_dir) / "offset.txt").read_text())
@@ -41,6 +45,7 @@ def model_fn(model_dir):
 TORCH_SUM_INFERENCE = """
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -57,7 +62,10 @@ class Sum(torch.nn.Module):
 
 
 def model_fn(model_dir):
-    print(f"model_fn pid {os.getpid()}", flush=True)  # the server log: a sandboxed server's model dir is read-only
+    # One write: the server runs unbuffered, where print() writes the text and its newline apart and two
+    # workers' lines can interleave. The server log, as a sandboxed server's model dir is read-only.
+    sys.stdout.write(f"model_fn pid {os.getpid()}\\n")
+    sys.stdout.flush()
     with contextlib.suppress(OSError), open(Path(model_dir) / "loads.log", "a") as fh:
         fh.write(f"{os.getpid()}\\n")
     return Sum(float((Path(model_dir) / "offset.txt").read_text()))

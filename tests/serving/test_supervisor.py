@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -73,7 +74,7 @@ def test_start_list_invoke_logs_stop(home, sum_model):
 def test_start_returns_once_every_worker_has_loaded_the_model(home, sum_model):
     info = supervisor.start_endpoint("two", sum_model, supervisor.free_port(), home=home, workers=2)
     log = supervisor.endpoint_logs("two", home=home, lines=200)  # read at once: no waiting for a late worker
-    pids = [line.split()[-1] for line in log if line.startswith("model_fn pid ")]
+    pids = re.findall(r"model_fn pid (\d+)", "\n".join(log))
     assert len(pids) == 2 and len(set(pids)) == 2
     assert sorted(p.name for p in (home / "endpoints" / "two" / "blue.ready").iterdir()) == sorted(pids)
     assert info.active.workers == 2
