@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from mlops.cli.console import escape, out, print_json
-from mlops.cli.invocation import Invocation, add_env
+from mlops.cli.invocation import Invocation, add_env, add_home
 
 
 def compile_project(args: Invocation, status=None):
@@ -66,17 +67,26 @@ def cmd_graph(args: Invocation) -> int:
     from mlops.definition.graph import mermaid, render_picture
 
     console = out()
-    with console.status("loading config ...") as status:
-        _, compiled, _ = compile_project(args, status)
-        compiled.close()  # only the definitions are needed
-    definition = compiled.definition(args.pipeline or args.project.declaration.default_pipeline)
-    text = mermaid(definition)
+    statuses = cached = None
+    if args.execution:  # the definition that execution ran, each step coloured by its status there
+        home = args.local_home
+        execution_id = home.runs.resolve(args.execution)
+        definition = json.loads(home.runs.get(execution_id)["definition"])
+        rows = home.runs.steps(execution_id)
+        statuses = {r["name"]: r["status"] for r in rows}
+        cached = {r["name"] for r in rows if r["cache_hit"]}
+    else:
+        with console.status("loading config ...") as status:
+            _, compiled, _ = compile_project(args, status)
+            compiled.close()  # only the definitions are needed
+        definition = compiled.definition(args.pipeline or args.project.declaration.default_pipeline)
+    text = mermaid(definition, statuses, cached or ())
     console.print(text, markup=False, end="")
     if args.out:
         dest = Path(args.out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.with_suffix(".mmd").write_text(text)
-        picture = render_picture(definition, dest)
+        picture = render_picture(definition, dest, statuses, cached or ())
         console.print(
             f"wrote {dest.with_suffix('.mmd')}"
             + (f" and {picture}" if picture else " (install graphviz for a picture)"),
@@ -134,6 +144,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_env(p)
     p.add_argument("--pipeline", help="pipeline key, e.g. model-deploy (default: the project's default)")
     p.add_argument("--out", help="picture path, e.g. build/model-build.svg (needs graphviz)")
+    p.add_argument(
+        "--execution", metavar="ID",
+        help="the definition a local execution ran (id, unique prefix or 'latest'), steps coloured by status",
+    )  # fmt: skip
+    add_home(p)
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("config", help="check the config of an environment, or print the reference")

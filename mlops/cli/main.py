@@ -20,6 +20,7 @@ GROUPS = (
     "mlops.cli.build",
     "mlops.cli.run",
     "mlops.cli.executions",
+    "mlops.cli.logs",
     "mlops.cli.callback",
     "mlops.cli.models",
     "mlops.cli.endpoints",

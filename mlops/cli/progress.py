@@ -1,5 +1,7 @@
 """Live view of a local run: a rich table on a terminal, plain lines when stdout is a pipe or a file.
 
+With ``show_logs`` job log lines are printed too: as plain lines, or above the table on a terminal.
+
 Used by the CLI only (library code logs); pass an instance as ``on_event`` to ``run_definition``.
 """
 
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mlops.local.records import Event, StepRecord
 
@@ -78,6 +81,9 @@ class RunProgress:
                 self.notes[event.step] = event.message
         if not self.live_mode:
             self._line(event)
+        elif event.kind == "log" and self.show_logs:
+            # above the live table: rich prints it there while the table keeps redrawing below
+            self.console.print(Text.assemble((f"{event.step} ", "dim"), event.message), soft_wrap=True)
 
     def _line(self, event: Event) -> None:
         if event.kind == "log":

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", metavar="EXECUTION_ID", help="re-run only what failed or never ran")
     run.add_argument("--no-cache", action="store_true", help="ignore CacheConfig: run every step")
     run.add_argument("--max-parallel", type=int, metavar="N", help="steps at once (default: config or cores)")
-    run.add_argument("--logs", action="store_true", help="print job log lines (plain output only)")
+    run.add_argument("--logs", action="store_true", help="print job log lines (terminal: above the table)")
     run.add_argument("--name", help="pipeline name to record (default: from config or the file name)")
     run.add_argument(
         "--check", nargs="?", const=True, default=None, metavar="FILE.json",
