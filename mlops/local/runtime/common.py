@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -212,8 +213,22 @@ def shard(objects: list, index: int, count: int, distribution: str, where: str) 
     )
 
 
+# The job dir's record of every metric value, one JSON object a line, appended as the job's lines are read.
+METRIC_HISTORY_FILE = "metric-history.jsonl"
+# ``epoch=3``, ``epoch 3/20``, ``Epoch: 3`` on a line that a metric regex matched: that point's epoch.
+_EPOCH = re.compile(r"\bepoch\s*[=: ]\s*(\d+)\b", re.IGNORECASE)
+
+
 class MetricParser:
-    """Applies ``MetricDefinitions`` regexes to log lines; the last value of each name wins."""
+    """Applies ``MetricDefinitions`` regexes to each host's log lines, as SageMaker does to the job's log
+    streams, and keeps every value it captures.
+
+    ``values``: the last value of each name, whichever host printed it (``FinalMetricDataList``). With
+    :meth:`record_to`, each value is also a line of a JSON-lines file as it is read: ``name``, ``host``,
+    ``seq`` (the n-th value of that name on that host, from 0), ``value``, ``timestamp`` (when the line was
+    read, as CloudWatch stamps a log event) and ``epoch``: the value of a metric named ``epoch`` on the same
+    line, else the N of ``epoch=N`` / ``epoch N`` / ``epoch: N`` on it, else null.
+    """
 
     def __init__(self, definitions: list[dict]):
         self.rules = []
@@ -226,26 +241,99 @@ class MetricParser:
                 ) from err
         self.values: dict[str, float] = {}
         self.stamps: dict[str, datetime] = {}
+        self.counts: dict[tuple[str, str], int] = {}  # (name, host) -> values seen
+        self._history = None
         self._lock = threading.Lock()
 
-    def feed(self, line: str) -> None:
+    def record_to(self, path: Path) -> None:
+        """Write every value from now on to ``path`` (a fresh file), one JSON line each, flushed; with no
+        definitions there is nothing to write and no file."""
+        with self._lock:
+            self.close()
+            if not self.rules:
+                return
+            self._history = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+    def feed(self, line: str, host: str = "algo-1") -> None:
+        found = []
         for name, rx in self.rules:
             m = rx.search(line)
             if not m:
                 continue
             try:
-                value = float(m.group(1) if m.groups() else m.group(0))
+                found.append((name, float(m.group(1) if m.groups() else m.group(0))))
             except (TypeError, ValueError):
                 continue
-            with self._lock:
+        if not found:
+            return
+        epoch = _line_epoch(line, found)
+        with self._lock:  # stamped under the lock: stamps and the last value agree on what came last
+            stamp = now()
+            lines = []
+            for name, value in found:
+                seq = self.counts.get((name, host), 0)
+                self.counts[(name, host)] = seq + 1
                 self.values[name] = value
-                self.stamps[name] = now()
+                self.stamps[name] = stamp
+                point = {"name": name, "host": host, "seq": seq, "value": value,
+                         "timestamp": stamp.isoformat(timespec="microseconds"), "epoch": epoch}  # fmt: skip
+                lines.append(json.dumps(point) + "\n")
+            if self._history is not None:
+                self._append("".join(lines))
+
+    def _append(self, text: str) -> None:
+        """Append to the history; a write that fails (a full disk) ends the history, never the job's log."""
+        try:
+            self._history.write(text)
+            self._history.flush()
+        except OSError as err:
+            log.warning("metric history %s not written further: %s", self._history.name, err)
+            try:
+                self._history.close()
+            except OSError:
+                pass
+            self._history = None
 
     def final_list(self) -> list[dict]:
         return [
             {"MetricName": n, "Value": v, "Timestamp": self.stamps[n].isoformat()}
             for n, v in self.values.items()
         ]
+
+
+def _line_epoch(line: str, found: list[tuple[str, float]]) -> int | None:
+    for name, value in found:
+        if name.lower() == "epoch" and math.isfinite(value):
+            return int(value)
+    m = _EPOCH.search(line)
+    return int(m.group(1)) if m else None
+
+
+def read_metric_history(job_dir: str | Path) -> list[dict]:
+    """The points a job's :class:`MetricParser` recorded in ``job_dir``; [] when it recorded none. A line
+    cut short (the executor killed mid-write) or not a point is skipped."""
+    points = []
+    try:
+        text = (Path(job_dir) / METRIC_HISTORY_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    for raw in text.splitlines():
+        try:
+            p = json.loads(raw)
+            point = {
+                "name": str(p["name"]), "host": str(p["host"]), "seq": int(p["seq"]),
+                "value": float(p["value"]), "timestamp": str(p["timestamp"]),
+                "epoch": None if p.get("epoch") is None else int(p["epoch"]),
+            }  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            continue
+        points.append(point)
+    return points
 
 
 _STOPPED_BY_US = {-15, -9, 143, 137}  # SIGTERM/SIGKILL, as a signal or as a shell's 128 + n

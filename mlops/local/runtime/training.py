@@ -28,6 +28,7 @@ from mlops.local.images.launch import ImageLaunchError, hyperparameter, training
 from mlops.local.runtime import sandbox
 from mlops.local.runtime.channels import Channel, deliver, parse_channels
 from mlops.local.runtime.common import (
+    METRIC_HISTORY_FILE,
     ML,
     JobRequestError,
     JobRequirements,
@@ -424,6 +425,8 @@ def run_training_job(
     job_dir = Path(job_dir)
     hosts = make_host_dirs(job_dir, len(rcs))
     log_paths = [job_dir / f"{h.host}.log" for h in hosts]
+    history_path = job_dir / METRIC_HISTORY_FILE  # every metric value, read back by the runs store
+    history_path.unlink(missing_ok=True)
     requirements = (
         _submit_requirements(store, hps, channels)
         if launch.kind == "framework"
@@ -509,7 +512,7 @@ def run_training_job(
         return finish("Failed", f"ClientError: {err}", "Failed")
 
     def on_line(host: str, _stream: str, line: str) -> None:
-        metrics.feed(line)
+        metrics.feed(line, host)
         if on_log is not None:
             on_log(host, line)
 
@@ -535,6 +538,7 @@ def run_training_job(
         if ckpt_uri
         else contextlib.nullcontext()
     )
+    metrics.record_to(history_path)
     try:
         with syncing:
             result = sandbox.run_group(
@@ -547,6 +551,7 @@ def run_training_job(
                 bridges=services.bridges() if services else (),
             )
     finally:
+        metrics.close()
         for f in feeders:
             f.stop.set()
         for f in feeders:

@@ -62,6 +62,19 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL NOT NULL,
     PRIMARY KEY (execution_id, step, name)
 );
+-- Every value a training job's metric regexes captured (``metrics`` keeps the last of each name); a table an
+-- older home lacks is created when it is opened, like every table here.
+CREATE TABLE IF NOT EXISTS metric_history (
+    execution_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    seq INTEGER NOT NULL,  -- the n-th value of this name on this host, from 0
+    value REAL,  -- NULL for NaN: SQLite stores no NaN
+    timestamp TEXT NOT NULL,  -- when the executor read the line (CloudWatch: the log event's time)
+    epoch INTEGER,  -- the line's epoch when it carries one
+    PRIMARY KEY (execution_id, step, name, host, seq)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id TEXT NOT NULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -11,6 +12,17 @@ from mlops.local.state.home import JSON_COLUMNS, Home, _alive, _row, now
 
 # Columns added to ``executions`` after the first release: (name, SQL type), added to older databases.
 MIGRATIONS = (("pid_started", "INTEGER"),)
+# A step's final statuses: its job's metric history is read from its job dir when it reaches one.
+_FINAL = ("Succeeded", "Failed", "Stopped")
+# A metric whose name holds one of these is better lower; any other is better higher.
+LOWER_IS_BETTER = ("loss", "error", "rmse", "mse", "mae", "mape")
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether ``name``'s best value is its least: it names a loss or an error (``validation:loss``,
+    ``train:rmse``, ``validation:merror``); accuracy, AUC, F1 and the rest are best highest."""
+    lowered = name.lower()
+    return any(word in lowered for word in LOWER_IS_BETTER)
 
 
 def process_start_time(pid: int | None) -> int | None:
@@ -146,7 +158,16 @@ class Runs:
         return [_row(r) for r in rows]
 
     def upsert_step(self, execution_id: str, name: str, **fields: Any) -> None:
+        """Record a step's fields. With a final status and a ``job_dir``, the job's metric history (every
+        value its metric regexes captured, :func:`mlops.local.runtime.common.read_metric_history`) replaces
+        the step's rows in ``metric_history``: written once, at the step's end; a cache hit's ``job_dir`` is
+        the run that made it, so it gets that run's history, as it gets its metrics."""
         cols = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in fields.items()}
+        history = None
+        if fields.get("status") in _FINAL and fields.get("job_dir"):
+            from mlops.local.runtime.common import read_metric_history
+
+            history = read_metric_history(fields["job_dir"])
         with self.db() as con:
             con.execute(
                 "INSERT INTO steps (execution_id, name, type, status) VALUES (?, ?, ?, ?)"
@@ -161,10 +182,108 @@ class Runs:
                 )
             if "metrics" in fields and fields["metrics"]:
                 con.execute("DELETE FROM metrics WHERE execution_id = ? AND step = ?", (execution_id, name))
-                con.executemany(
+                con.executemany(  # a NaN (SQLite would store NULL in a NOT NULL column) stays in steps.metrics
                     "INSERT INTO metrics (execution_id, step, name, value) VALUES (?, ?, ?, ?)",
-                    [(execution_id, name, k, float(v)) for k, v in fields["metrics"].items()],
+                    [
+                        (execution_id, name, k, float(v))
+                        for k, v in fields["metrics"].items()
+                        if not math.isnan(float(v))
+                    ],
                 )
+            if history is not None:
+                con.execute(
+                    "DELETE FROM metric_history WHERE execution_id = ? AND step = ?", (execution_id, name)
+                )
+                con.executemany(
+                    "INSERT OR REPLACE INTO metric_history"
+                    " (execution_id, step, name, host, seq, value, timestamp, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (execution_id, name, p["name"], p["host"], p["seq"], p["value"], p["timestamp"], p["epoch"])
+                        for p in history
+                    ],
+                )  # fmt: skip
+
+    def metric_history(
+        self, execution_id: str, step: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every recorded value of the execution's metrics (of one step, one name), in the order they were
+        read: ``step, name, host, seq, value`` (None for NaN), ``timestamp, epoch`` (None when the line
+        carried none)."""
+        where, args = ["execution_id = ?"], [execution_id]
+        for column, value in (("step", step), ("name", name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        with self.db(immediate=False) as con:
+            rows = con.execute(
+                "SELECT step, name, host, seq, value, timestamp, epoch FROM metric_history"
+                f" WHERE {' AND '.join(where)} ORDER BY step, timestamp, rowid",
+                args,
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def metric_summary(self, execution_id: str, step: str | None = None) -> list[dict[str, Any]]:
+        """One row per step and metric with history: ``last`` (the value read last, whichever host: the
+        ``metrics`` table's value), ``best`` (the least for a name :func:`lower_is_better` says, else the
+        greatest; the first such point) with ``best_host``, ``best_seq`` and ``best_epoch``, ``direction``
+        (``min``/``max``), ``points`` and ``hosts``."""
+        series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for point in self.metric_history(execution_id, step):
+            series.setdefault((point["step"], point["name"]), []).append(point)
+        summary = []
+        for (step_name, name), points in sorted(series.items()):
+            lower = lower_is_better(name)
+            best = None
+            for p in points:
+                if p["value"] is not None and (
+                    best is None or (p["value"] < best["value"] if lower else p["value"] > best["value"])
+                ):
+                    best = p
+            last = points[-1]
+            summary.append(
+                {
+                    "step": step_name, "name": name, "last": last["value"], "last_host": last["host"],
+                    "last_timestamp": last["timestamp"], "direction": "min" if lower else "max",
+                    "best": None if best is None else best["value"],
+                    "best_host": None if best is None else best["host"],
+                    "best_seq": None if best is None else best["seq"],
+                    "best_epoch": None if best is None else best["epoch"],
+                    "points": len(points), "hosts": sorted({p["host"] for p in points}, key=_host_order),
+                }
+            )  # fmt: skip
+        return summary
+
+    def resolve(self, text: str) -> str:
+        """The id of the execution ``text`` names: its id, ``latest`` (the one started last) or a unique
+        prefix of one id. MlopsError names what is wrong: no executions, no match (with the recent ids), or
+        the ids an ambiguous prefix fits."""
+        text = text.strip()
+        recent = [r["id"] for r in self.list(limit=5)]
+        if text == "latest":
+            if not recent:
+                raise MlopsError(f"no executions in {self.root} yet")
+            return recent[0]
+        if text:
+            with self.db(immediate=False) as con:
+                if con.execute("SELECT 1 FROM executions WHERE id = ?", (text,)).fetchone():
+                    return text
+                pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                matches = [
+                    r["id"]
+                    for r in con.execute(
+                        "SELECT id FROM executions WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
+                        (pattern,),
+                    ).fetchall()
+                ]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+                raise MlopsError(f"execution prefix {text!r} is ambiguous: it matches {shown}")
+        raise MlopsError(
+            f"no execution {text!r} in {self.root} (recent: {', '.join(recent) if recent else 'none yet'}; "
+            "or 'latest')"
+        )
 
     def steps(self, execution_id: str) -> list[dict[str, Any]]:
         with self.db() as con:
@@ -183,3 +302,9 @@ class Runs:
                 (cache_key, not_before),
             ).fetchone()
         return _row(row)
+
+
+def _host_order(host: str) -> tuple[str, int]:
+    """``algo-2`` before ``algo-10``."""
+    base, _, number = host.rpartition("-")
+    return (base, int(number)) if number.isdigit() else (host, -1)
