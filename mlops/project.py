@@ -94,6 +94,16 @@ Seeder = Callable[[Path], int | None]
 
 
 @dataclass(frozen=True)
+class PromotionGate:
+    """The deploy pipeline's wait for a person between staging and production: a Callback step whose
+    message carries ``ModelPackageArn``; ``mlops models promote`` answers it with ``output`` = who."""
+
+    step: str  # the Callback step's name
+    output: str  # its one String output: set to the actor who promoted
+    queue_url: Callable[[Any], str]  # cfg -> the SQS queue SageMaker puts its message on
+
+
+@dataclass(frozen=True)
 class Declaration:
     """Everything the toolkit needs to know about a project."""
 
@@ -111,6 +121,7 @@ class Declaration:
     # config path of each schedule (an mlops.config.Schedule section) -> the pipeline it starts; default:
     # the retraining ``schedule`` starts the default pipeline
     schedules: dict[str, str] | None = None
+    promotion: PromotionGate | None = None  # the deploy pipeline's promotion gate, where it has one
 
     def schedules_of(self) -> dict[str, str]:
         return dict(self.schedules) if self.schedules is not None else {"schedule": self.default_pipeline}

@@ -1,6 +1,7 @@
-"""The model-deploy DAG: approved package -> model -> staging endpoint -> smoke test -> production.
+"""The model-deploy DAG: approved package -> model -> staging endpoint -> smoke test -> promotion -> production.
 
-Started by the approval event (EventBridge passes the package ARN as ``ModelPackageArn``). Production gets
+Started by the approval event (EventBridge passes the package ARN as ``ModelPackageArn``). Where config has
+the promotion gate, a person promotes the version from staging (``mlops models promote``). Production gets
 blue/green traffic shifting with automatic rollback on CloudWatch alarms, then target-tracking autoscaling.
 ``TargetStage=staging`` stops after the smoke test.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from steps.context import StepContext
 from steps.endpoint import step as endpoint
 from steps.endpoint_ops import step as endpoint_ops
+from steps.promotion_gate import step as promotion_gate
 from steps.smoke_test import step as smoke_test
 
 PROMOTE_NAME = "PromoteToProduction"
@@ -41,17 +43,19 @@ def build_pipeline(ctx: StepContext):
     staging = endpoint.build_endpoint(ctx, "staging", cfg.endpoints.staging, staging_config)
     smoke = smoke_test.build(ctx, params["SmokeTestDataUri"], staging)
 
+    gate = promotion_gate.build(ctx, params["ModelPackageArn"], smoke)
     production_config = endpoint.build_endpoint_config(ctx, "production", cfg.endpoints.production, model)
     alarms = endpoint_ops.build_alarms(ctx, "production")
     production = endpoint.build_endpoint(
-        ctx, "production", cfg.endpoints.production, production_config, depends_on=[s for s in (alarms,) if s]
-    )
+        ctx, "production", cfg.endpoints.production, production_config,
+        depends_on=[s for s in (alarms, gate) if s],
+    )  # fmt: skip
     scaling = endpoint_ops.build_autoscaling(ctx, "production", production)
     promote = ConditionStep(
         name=PROMOTE_NAME,
         depends_on=[smoke],
         conditions=[ConditionEquals(left=params["TargetStage"], right="production")],
-        if_steps=[s for s in (production_config, alarms, production, scaling) if s],
+        if_steps=[s for s in (gate, production_config, alarms, production, scaling) if s],
         else_steps=[],
     )
     return Pipeline(

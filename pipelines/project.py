@@ -1,7 +1,7 @@
 """How this project declares itself to the mlops toolkit (named by ``[tool.mlops]`` in pyproject.toml).
 
 The toolkit calls ``declare()`` and never imports anything else of the project: the config schema, the
-pipelines by key, the local endpoints' ports, what the local deploy gates on, what a start resolves (the
+pipelines by key, the local endpoints' ports, what the local deploy gates on, the promotion gate, what a start resolves (the
 version batch scoring uses) and the seed data.
 """
 
@@ -61,6 +61,7 @@ def seed_data(cfg) -> dict:
 
 def declare() -> Declaration:
     from steps.config import Config
+    from steps.promotion_gate.step import declaration as promotion
     from steps.smoke_test.gate import plan_deploy
 
     return Declaration(
@@ -74,4 +75,5 @@ def declare() -> Declaration:
         pipelines=(SCORE,),
         start_parameters=start_parameters,
         schedules={"schedule": BUILD, "batch_score.schedule": SCORE},
+        promotion=promotion(),
     )

@@ -260,12 +260,26 @@ class SmokeTest(Strict):
     max_p95_latency_ms: Annotated[float, Field(gt=0, description="p95 latency ceiling, ms.")] = 200
 
 
+class PromotionGate(Strict):
+    enabled: Annotated[
+        bool,
+        Field(
+            description="A person promotes staging to production (mlops models promote); "
+            "off: production follows the smoke test."
+        ),
+    ] = True
+
+
 class Endpoints(Strict):
     staging: Annotated[Endpoint, Field(description="Staging endpoint.")]
     production: Annotated[Endpoint, Field(description="Production endpoint.")]
     smoke_test: Annotated[SmokeTest, Field(description="Checks between staging and production.")] = (
         SmokeTest()
     )
+    promotion_gate: Annotated[
+        PromotionGate,
+        Field(description="The wait for a person between staging and production (a Callback step)."),
+    ] = PromotionGate()
 
 
 class Steps(Strict):

@@ -38,6 +38,7 @@ def test_deploy_dag(compiled_prod):
     ]
     promote = steps["PromoteToProduction"]["Arguments"]
     assert [s["Name"] for s in promote["IfSteps"]] == [
+        "ApproveProduction",
         "ProductionEndpointConfig",
         "ProductionAlarms",
         "ProductionEndpoint",
@@ -45,6 +46,31 @@ def test_deploy_dag(compiled_prod):
     ]
     assert steps["SmokeTest"]["DependsOn"] == ["StagingEndpoint"]
     assert validate_definition(d) == []
+
+
+def test_production_waits_for_the_promotion_callback(compiled_prod):
+    steps = steps_by_name(compiled_prod.definition("model-deploy"))
+    gate = steps["ApproveProduction"]
+    assert gate["Type"] == "Callback" and gate["DependsOn"] == ["SmokeTest"]
+    # the queue infra/mlops.yaml creates for the environment, in the pipeline role's account and region
+    assert gate["SqsQueueUrl"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/digits-prod-promotion"
+    assert gate["Arguments"] == {
+        "ModelPackageArn": {"Get": "Parameters.ModelPackageArn"},
+        "StagingEndpoint": "digits-staging",
+        "ProductionEndpoint": "digits-production",
+    }
+    assert [o["OutputName"] for o in gate["OutputParameters"]] == ["PromotedBy"]
+    assert "ApproveProduction" in steps["ProductionEndpoint"]["DependsOn"]
+
+
+def test_dev_has_no_promotion_gate():
+    from mlops.compile.compiler import compile_pipelines
+    from tests.project import PROJECT, load_config
+
+    d = compile_pipelines(PROJECT, load_config("dev")).definition("model-deploy")
+    promote = steps_by_name(d)["PromoteToProduction"]["Arguments"]
+    assert "ApproveProduction" not in [s["Name"] for s in promote["IfSteps"]]
+    assert "ApproveProduction" not in steps_by_name(d)["ProductionEndpoint"].get("DependsOn", [])
 
 
 def test_endpoint_config_data_capture_kms_and_blue_green_rollback(compiled_prod):

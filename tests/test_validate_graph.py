@@ -152,3 +152,21 @@ def test_cli_validate_and_graph(tmp_path, capsys):
     assert main(["graph", "--env", "local", "--out", str(tmp_path / "g.svg")]) == 0
     out = capsys.readouterr().out
     assert "flowchart TD" in out and (tmp_path / "g.mmd").is_file()
+
+
+@pytest.mark.parametrize(
+    "queue, ok",
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/digits-prod-promotion", True),
+        ("https://sqs.us-gov-west-1.amazonaws.com/123456789012/q.fifo", True),
+        ("https://sqs.eu-west-1.amazonaws.com/digits-prod-promotion", False),  # no account
+        ("arn:aws:sqs:eu-west-1:123456789012:q", False),  # an ARN, not the URL
+    ],
+)
+def test_a_callback_step_needs_an_sqs_queue_url(queue, ok):
+    callback = {
+        "Name": "Gate", "Type": "Callback", "SqsQueueUrl": queue, "Arguments": {"x": "y"},
+        "OutputParameters": [{"OutputName": "who", "OutputType": "String"}],
+    }  # fmt: skip
+    findings = validate_definition({"Version": "2020-12-01", "Parameters": [], "Steps": [callback]})
+    assert [f.message for f in findings] == ([] if ok else [f"SqsQueueUrl {queue!r} is not an SQS queue URL"])

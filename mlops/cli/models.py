@@ -1,9 +1,11 @@
-"""``mlops models list|show|approve|reject|verify``: the local registry (default) or SageMaker's (``--target aws``).
+"""``mlops models list|show|approve|reject|promote|verify``: the local registry (default) or SageMaker's (``--target aws``).
 
 Approving locally records the state change event and, when the deploy rule's pattern matches it, runs the
 project's deploy pipeline through the local executor with live progress (``--no-deploy`` skips it).
 Rejecting a version that serves on a local endpoint is refused unless ``--undeploy`` stops those endpoints.
-``verify`` walks the local audit trail's hash chain: exit 0 when intact, 1 with the first broken row.
+``promote`` answers the deploy pipeline's promotion gate (a Callback step between staging and production)
+for one version: locally the local callback queue, on AWS the gate's SQS message and SageMaker's
+SendPipelineExecutionStep* calls. ``verify`` walks the local audit trail's hash chain: exit 0 when intact, 1 with the first broken row.
 """
 
 from __future__ import annotations
@@ -59,6 +61,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     _change_args(p)
     p.add_argument("--undeploy", action="store_true",
                    help="stop the local endpoints that serve this version (local target)")  # fmt: skip
+
+    p = add(
+        "promote",
+        cmd_promote,
+        "answer the deploy's promotion gate: the version on staging goes on to production (or --reject)",
+    )
+    _version_args(p)
+    _change_args(p)
+    p.add_argument(
+        "--reject",
+        action="store_true",
+        help="fail the gate instead: production stays as it is, staging keeps serving",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="with --target aws: how long to look for the gate's message on its queue (default: 20)",
+    )
 
     p = msub.add_parser("verify", help="check the local audit trail's hash chain",
                         description="check the local audit trail's hash chain (exit 1 at the first broken row)")  # fmt: skip
@@ -214,6 +236,36 @@ def cmd_reject(args: Invocation) -> int:
     return 0
 
 
+def cmd_promote(args: Invocation) -> int:
+    gate = args.project.declaration.promotion
+    if gate is None:
+        raise ApprovalError("the project's deploy pipeline has no promotion gate (Declaration.promotion)")
+    console = out()
+    registry = _registry(args)
+    decision = "rejected" if args.reject else "promoted"
+    if args.target == AWS:
+        from mlops.aws.promotion import promote
+
+        arn = registry.resolve_arn(args.version, args.group)
+        execution = promote(
+            registry.aws, gate, args.config, arn, actor=_actor(args), reason=args.reason, reject=args.reject,
+            wait_s=args.wait,
+        )  # fmt: skip
+        console.print(f"[green]{decision}[/] {escape(arn)}: {gate.step} of {escape(execution)} answered")
+        return 0
+    from mlops.local.promotion import promote
+
+    package = registry.get(args.version, args.group)
+    result = promote(registry.home, gate, package, actor=_actor(args), reason=args.reason, reject=args.reject)
+    version = f"{package['group_name']}/{package['version']}"
+    after = "production stays as it is" if args.reject else "the deploy goes on to production"
+    console.print(
+        f"[green]{decision}[/] {escape(version)} at {gate.step} of execution {result.execution_id}: {after} "
+        f"(mlops executions show {result.execution_id})"
+    )
+    return 0
+
+
 def cmd_verify(args: Invocation) -> int:
     check = _registry(args).verify()
     if args.format == "json":
@@ -268,8 +320,15 @@ def _deploy_after_approval(args: Invocation, registry, change, console) -> int:
         return 0
 
     with console.status("deploying …") as status:
+        gate = args.project.declaration.promotion
+        version = f"{change.package['group_name']}/{change.package['version']}"
 
         def progress(step: str, state: str, message: str) -> None:
+            if state == "Executing" and gate is not None and step == gate.step:
+                console.print(f"  {step}: waiting for a person: mlops models promote {escape(version)} "
+                              "--reason R (or --reject)")  # fmt: skip
+                status.update(f"{step}: waiting for mlops models promote …")
+                return
             if state == "Executing":
                 status.update(f"{step} …")
                 return

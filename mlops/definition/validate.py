@@ -18,6 +18,10 @@ from mlops.definition.preflight import problems as preflight_problems
 from mlops.errors import DefinitionError
 
 NO_REQUEST = {"Condition", "Fail"}
+# A Callback's Arguments are the message its consumer reads, not an API request: only its queue is checked.
+SQS_QUEUE_URL = re.compile(
+    r"^https://sqs\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com(\.cn)?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$"
+)
 INDEX = re.compile(r"\[(?:'([^']*)'|(\d+))\]")
 
 
@@ -157,6 +161,11 @@ def validate_definition(definition: dict) -> list[Finding]:
             if problem:
                 findings.append(Finding(info.name, problem))
         if info.type in NO_REQUEST:
+            continue
+        if info.type == "Callback":
+            queue = info.spec.get("SqsQueueUrl")
+            if isinstance(queue, str) and not SQS_QUEUE_URL.match(queue):
+                findings.append(Finding(info.name, f"SqsQueueUrl {queue[:120]!r} is not an SQS queue URL"))
             continue
         if info.type not in OPERATIONS:
             findings.append(

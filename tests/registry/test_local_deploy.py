@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +21,11 @@ import torch
 
 from mlops.aws.events import approval_event_pattern, matches
 from mlops.cli.main import main
+from mlops.local.handlers.callback import Callbacks
 from mlops.local.s3store import S3Store
 from mlops.local.state.home import Home
 from mlops.serving import supervisor
+from tests.project import ROOT as PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -231,4 +237,80 @@ def test_approving_a_newer_good_version_replaces_production_blue_green(deployed,
     assert production.active.version == label
     assert production.deployments[-1].status == "Succeeded"
     assert production.deployments[-1].reason == f"replaced {before}"
+    assert production_accuracy(home) >= 0.9
+
+
+def approve_in_background(home: Path, version: str) -> subprocess.Popen:
+    """``mlops models approve`` in a second process, with the promotion gate on for this environment."""
+    env = {**os.environ, "MLOPS__ENDPOINTS__PROMOTION_GATE__ENABLED": "true"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops.cli", "models", "approve", version, "--reason", "retrained", "--by", "alice",
+         "--home", str(home)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_at_gate(home: Path, approving: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        waiting = [r for r in Callbacks(Home.open(home)).waiting() if r["step"] == "ApproveProduction"]
+        if waiting:
+            return waiting[0]
+        assert approving.poll() is None, approving.stdout.read()
+        time.sleep(0.2)
+    approving.kill()
+    raise AssertionError("the deploy never reached the promotion gate")
+
+
+def test_the_promotion_gate_holds_production_until_promote(deployed, capsys):
+    home = deployed
+    code, out = cli(capsys, home, "promote", f"{GROUP}/1", "--reason", "nothing waits")
+    assert code != 0 and f"no deployment of {GROUP}/1 waits at ApproveProduction" in out
+    before = supervisor.get_endpoint(PRODUCTION, home=home).active.version
+    version = register_copy(home)
+    approving = approve_in_background(home, version)
+    row = wait_at_gate(home, approving)
+    assert row["message"]["arguments"]["ModelPackageArn"].endswith(f"model-package/{version}")
+    # staging already serves the new version; production does not until a person promotes it
+    assert supervisor.get_endpoint(STAGING, home=home).active.version == version
+    time.sleep(1)
+    assert supervisor.get_endpoint(PRODUCTION, home=home).active.version == before
+
+    code, out = cli(capsys, home, "promote", version, "--reason", "staging looks right", "--by", "bob")
+    assert code == 0, out
+    assert "the deploy goes on to production" in out
+    output, _ = approving.communicate(timeout=240)
+    assert approving.returncode == 0, output
+    assert "waiting for a person: mlops models promote" in output
+    assert supervisor.get_endpoint(PRODUCTION, home=home).active.version == version
+    doc = show(capsys, home, version)
+    assert [(a["actor"], a["action"]) for a in doc["audit_trail"]] == [
+        ("alice", "approve"),
+        ("bob", "promote"),
+    ]
+    assert doc["deployments"][-1]["status"] == "Succeeded"
+    gate = {s["name"]: s for s in doc["deployments"][-1]["steps"]}["ApproveProduction"]
+    assert gate["status"] == "Succeeded"
+
+
+def test_a_rejected_promotion_leaves_staging_serving_and_production_unchanged(deployed, capsys):
+    home = deployed
+    before = supervisor.get_endpoint(PRODUCTION, home=home).active.version
+    generation = supervisor.get_endpoint(PRODUCTION, home=home).generation
+    version = register_copy(home)
+    approving = approve_in_background(home, version)
+    wait_at_gate(home, approving)
+    code, out = cli(
+        capsys, home, "promote", version, "--reason", "latency too high", "--by", "bob", "--reject"
+    )
+    assert code == 0, out
+    output, _ = approving.communicate(timeout=240)
+    assert approving.returncode == 1, output
+    assert f"promotion of {version} rejected by bob: latency too high" in output
+    production = supervisor.get_endpoint(PRODUCTION, home=home)
+    assert (production.active.version, production.generation) == (before, generation)
+    assert supervisor.get_endpoint(STAGING, home=home).active.version == version
+    doc = show(capsys, home, version)
+    assert doc["deployments"][-1]["status"] == "Failed"
+    assert [a["action"] for a in doc["audit_trail"]] == ["approve", "reject-promotion"]
     assert production_accuracy(home) >= 0.9

@@ -1,4 +1,5 @@
-"""The ``sagemaker`` API's model, endpoint-config, endpoint and transform-job calls, answered locally.
+"""The ``sagemaker`` API's model, endpoint-config, endpoint and transform-job calls, answered locally, and
+SendPipelineExecutionStepSuccess / Failure for the local Callback steps that wait in this home.
 
 Application and deployment code keep their boto3 ``sagemaker`` client and point its endpoint URL here:
 :meth:`ControlPlane.handle` answers one JSON 1.1 request (``X-Amz-Target: SageMaker.<Operation>``) as the
@@ -316,6 +317,8 @@ class ControlPlane:
             "DescribeTransformJob": self.describe_transform_job,
             "ListTransformJobs": self.list_transform_jobs,
             "StopTransformJob": self.stop_transform_job,
+            "SendPipelineExecutionStepSuccess": self.send_step_success,
+            "SendPipelineExecutionStepFailure": self.send_step_failure,
         }
 
     @property
@@ -895,6 +898,34 @@ class ControlPlane:
             job.stop_requested = True
             job.cancel.set()
             self._update_job(name, TransformJobStatus="Stopping", LastModifiedTime=_now())
+
+    # -- callback steps ---------------------------------------------------------------------------------
+
+    def _callbacks(self):
+        from mlops.local.handlers.callback import Callbacks
+        from mlops.local.state.home import Home
+
+        return Callbacks(Home.open(self.home))
+
+    def send_step_success(self, request: dict) -> dict:
+        """A local Callback step's token answered, as SageMaker completes a waiting pipeline step."""
+        from mlops.local.handlers.callback import CallbackError
+
+        outputs = {p["Name"]: p["Value"] for p in request.get("OutputParameters") or []}
+        try:
+            row = self._callbacks().succeed(request["CallbackToken"], outputs)
+        except CallbackError as err:
+            raise _invalid(str(err)) from None
+        return {"PipelineExecutionArn": row["message"]["pipelineExecutionArn"]}
+
+    def send_step_failure(self, request: dict) -> dict:
+        from mlops.local.handlers.callback import CallbackError
+
+        try:
+            row = self._callbacks().fail(request["CallbackToken"], request.get("FailureReason") or "")
+        except CallbackError as err:
+            raise _invalid(str(err)) from None
+        return {"PipelineExecutionArn": row["message"]["pipelineExecutionArn"]}
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
