@@ -2,10 +2,18 @@
 # Installs everything the project needs on a fresh machine: system tools (bubblewrap for the local
 # executor's namespaces, graphviz for pictures) and a virtualenv with the project and its extras.
 # Idempotent and quick when nothing changed (a stamp remembers the pyproject.toml it installed).
+# It is also CodeBuild's install phase (buildspec.yml), so there is one installer.
+#   VENV             the virtualenv (default .venv)
+#   EXTRAS           the project's extras (default dev; dev also installs checkov into .venv-checkov)
+#   TORCH_INDEX_URL  index torch comes from, e.g. https://download.pytorch.org/whl/cpu for the CPU build
+#                    (the default index's Linux wheel is the multi-GB CUDA one); empty: pip's default index
+#   CHECKOV          1 (default): with the dev extras, checkov in .venv-checkov; 0: not (its test skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 EXTRAS=${EXTRAS:-dev}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
+CHECKOV=${CHECKOV:-1}
 
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
@@ -26,6 +34,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   python3 -m venv "$VENV"
 fi
+if [ "$EXTRAS" = dev ] && [ "$CHECKOV" = 1 ] && [ ! -x .venv-checkov/bin/checkov ]; then
+  # checkov pins old boto3/botocore that break the SageMaker SDK: it gets a virtualenv of its own.
+  echo "==> installing checkov into .venv-checkov"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install -q --upgrade pip
+  .venv-checkov/bin/python -m pip install -q checkov
+fi
 stamp="$VENV/.mlops-installed-$EXTRAS"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -34,15 +49,12 @@ fi
 echo "==> installing the project into $VENV (extras: $EXTRAS)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch first: a range that it satisfies then installs nothing bigger.
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+torch_index=()
+if [ -n "$TORCH_INDEX_URL" ]; then
+  torch_index=(--index-url "$TORCH_INDEX_URL")
+fi
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install -q ${torch_index[@]+"${torch_index[@]}"} "torch==2.13.0"
 # A path-based editable install: the default import-hook finder adds ~25 ms to every python start,
 # which every local job pays.
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" -c constraints.txt --config-settings editable_mode=compat
-if [ "$EXTRAS" = dev ] && [ ! -x .venv-checkov/bin/checkov ]; then
-  # checkov pins old boto3/botocore that break the SageMaker SDK: it gets a virtualenv of its own.
-  echo "==> installing checkov into .venv-checkov"
-  python3 -m venv .venv-checkov
-  .venv-checkov/bin/python -m pip install -q --upgrade pip
-  .venv-checkov/bin/python -m pip install -q checkov
-fi
 echo "$want" > "$stamp"

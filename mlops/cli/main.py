@@ -26,6 +26,7 @@ GROUPS = (
     "mlops.cli.endpoints",
     "mlops.cli.aws",
     "mlops.cli.schedule",
+    "mlops.cli.buildspec",
 )
 
 
