@@ -304,13 +304,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_start)
 
     p = subparsers.add_parser("status", help="show an execution and its steps")
-    p.add_argument("execution_arn")
+    p.add_argument("execution_arn", help="PipelineExecutionArn (mlops start prints it)")
     add_env(p)
     _format_arg(p)
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("wait", help="wait for an execution to end; exit code from its final status")
-    p.add_argument("execution_arn")
+    p.add_argument("execution_arn", help="PipelineExecutionArn (mlops start prints it)")
     add_env(p)
     p.add_argument("--poll", type=float, default=10.0, help="first poll interval, seconds (doubles)")
     p.add_argument("--max-poll", type=float, default=60.0, help="longest poll interval, seconds")
@@ -339,6 +339,6 @@ def register(subparsers) -> None:
     add_env(p)
     p.add_argument("--params", help="parameters JSON from `mlops infra render` (default: render now)")
     p.add_argument("--repo-url", help="git repository CodeBuild builds (default: the origin remote)")
-    p.add_argument("--branch", default="main")
+    p.add_argument("--branch", default="main", help="branch whose pushes build (default: %(default)s)")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between stack event reads")
     p.set_defaults(func=cmd_bootstrap)

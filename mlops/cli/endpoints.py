@@ -28,15 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return p
 
     p = add("list", _list, "list local endpoints and whether their processes are alive")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
     p = add("show", _show, "one endpoint: versions, ports, deployment history")
-    p.add_argument("name")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("name", help="endpoint name (mlops endpoints list)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
     p = add("start", _start, "serve a model dir (unpacked model.tar.gz) as a local endpoint")
-    p.add_argument("name")
-    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("name", help="endpoint name to serve under")
+    p.add_argument("--model-dir", required=True, type=Path, help="the model dir (an unpacked model.tar.gz)")
     p.add_argument("--port", type=int, default=8080, help="public port on 127.0.0.1 (default 8080)")
     p.add_argument("--workers", type=int, default=2, help="model server worker processes (default 2)")
     p.add_argument("--version", help="version label (default: the model dir's name)")
@@ -58,18 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
     p = add("invoke", _invoke, "POST a payload file to an endpoint's /invocations and print the answer")
-    p.add_argument("name")
+    p.add_argument("name", help="endpoint name (mlops endpoints list)")
     p.add_argument("--data", required=True, type=Path, help="payload file ('-' for stdin)")
     p.add_argument("--content-type", default="application/json", help="default application/json")
     p.add_argument("--accept", help="response type (default: the server's, JSON)")
 
     p = add("logs", _logs, "print the last lines of an endpoint's log")
-    p.add_argument("name")
-    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("name", help="endpoint name (mlops endpoints list)")
+    p.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default: 50)")
     p.add_argument("--source", choices=["front", *supervisor.VARIANTS], help="default: the active version")
 
     p = add("stop", _stop, "stop an endpoint's processes (its record and logs stay)")
-    p.add_argument("name")
+    p.add_argument("name", help="endpoint name (mlops endpoints list)")
 
     p = add(
         "api", _api,

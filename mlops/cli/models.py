@@ -1,4 +1,4 @@
-"""``mlops models list|show|approve|reject|promote|verify``: the local registry (default) or SageMaker's (``--target aws``).
+"""``mlops models list|show|compare|approve|reject|promote|verify``: the local registry (default) or SageMaker's (``--target aws``).
 
 Approving locally records the state change event and, when the deploy rule's pattern matches it, runs the
 project's deploy pipeline through the local executor with live progress (``--no-deploy`` skips it).
@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add("show", cmd_show, "one version: metrics, lineage, code bundles, audit trail, deployments")
     _version_args(p)
+    add_format(p)
+
+    p = add("compare", cmd_compare, "two versions side by side: metrics (B - A) and what code, data or "
+            "parameters changed")  # fmt: skip
+    p.add_argument("a", metavar="A", help="the version compared from: GROUP/N, N with --group, or an ARN")
+    p.add_argument("b", metavar="B", help="the version compared to (differences are B - A)")
+    p.add_argument("--group", help="model package group for bare version numbers")
     add_format(p)
 
     p = add("approve", cmd_approve, "approve a version (locally this starts the local deploy)")
@@ -215,6 +222,62 @@ def cmd_show(args: Invocation) -> int:
                 escape(d["reason"] or ""),
             )
         console.print(table)
+    return 0
+
+
+def _cell(value: Any, width: int = 0) -> str:
+    """A value for a table cell: a sha256 as its first 12 digits, a long URI or text as its tail."""
+    if value is None:
+        return "-"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text[:12]
+    return "…" + text[-(width - 1) :] if width and len(text) > width else text
+
+
+def cmd_compare(args: Invocation) -> int:
+    if args.target == AWS:
+        raise ApprovalError(
+            "models compare: SageMaker's registry keeps no lineage to compare; compare local versions "
+            "(without --target aws)"
+        )
+    from mlops.registry.compare import CHANGED, NOT_RECORDED, SAME, compare
+
+    result = compare(_registry(args), args.a, args.b, group=args.group)
+    if args.format == "json":
+        print_json(result)
+        return 0
+    console = out()
+    a, b = result["a"]["version"], result["b"]["version"]
+    console.print(f"[bold]A[/] {escape(a)} ({result['a']['approval_status']})   "
+                  f"[bold]B[/] {escape(b)} ({result['b']['approval_status']})", soft_wrap=True)  # fmt: skip
+    table = Table(title="metrics", title_justify="left")
+    for col in ("metric", "A", "B", "B - A"):
+        table.add_column(
+            col, no_wrap=True, overflow="ellipsis", justify="left" if col == "metric" else "right"
+        )
+    for m in result["metrics"]:
+        diff = "-" if m["diff"] is None else f"{m['diff']:+.4g}"
+        table.add_row(escape(m["metric"]), _cell(m["a"]), _cell(m["b"]), diff)
+    console.print(table)
+    table = Table(title="lineage (differences)", title_justify="left")
+    # what (14) + name (16) + change (12) + borders and padding (16); A and B share the rest, at least 12 each
+    side = max(12, (console.width - 58) // 2)
+    for col, width in (("what", 14), ("name", 16), ("A", side), ("B", side), ("change", 12)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+    differ = [row for row in result["lineage"] if row["change"] != SAME]
+    for row in differ:
+        style = "yellow" if row["change"] == CHANGED else "dim" if row["change"] == NOT_RECORDED else "cyan"
+        table.add_row(escape(row["kind"]), escape(row["name"]), escape(_cell(row["a"], side)),
+                      escape(_cell(row["b"], side)), f"[{style}]{row['change']}[/]")  # fmt: skip
+    same = len(result["lineage"]) - len(differ)
+    if differ:
+        console.print(table)
+        console.print(f"{same} unchanged; --format json for full values", soft_wrap=True)
+    else:
+        console.print(f"lineage: the same code, data, model artifact and parameters ({same} compared)")
+    for note in result["notes"]:
+        console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
     return 0
 
 

@@ -60,8 +60,38 @@ def _append_audit(con, **fields: Any) -> None:
     )
 
 
+# Columns ``model_packages`` gained after homes existed: added (NULL for old rows) when a home is opened.
+# ``provenance`` is what the run recorded at registration that SageMaker's CreateModelPackage request
+# does not carry: the model artifact's digest and the training job's input channels with their content
+# digests and hyperparameters (see ``mlops.local.handlers.register_model``).
+PACKAGE_COLUMNS = (("provenance", "TEXT"),)
+_PACKAGE_JSON = frozenset(name for name, _ in PACKAGE_COLUMNS)
+
+
+def migrate_packages(con: sqlite3.Connection) -> None:
+    """Add the ``PACKAGE_COLUMNS`` an older home's ``model_packages`` lacks (guarded by PRAGMA table_info)."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(model_packages)")}
+    for name, kind in PACKAGE_COLUMNS:
+        if name not in have:
+            con.execute(f"ALTER TABLE model_packages ADD COLUMN {name} {kind}")
+    con.commit()
+
+
+def _package(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    out = _row(row)
+    for name in _PACKAGE_JSON & (out or {}).keys():
+        if out[name] is not None:
+            out[name] = json.loads(out[name])
+    return out
+
+
 def migrate_audit(con: sqlite3.Connection) -> None:
-    """Give an older home's audit table the hash columns and seal its rows into the chain (once)."""
+    """Bring an older home's registry tables up to date (``Home.open`` calls it once per open).
+
+    ``model_packages`` gets its newer columns; the audit table gets the hash columns and its rows are sealed
+    into the chain (once).
+    """
+    migrate_packages(con)
     columns = {r[1] for r in con.execute("PRAGMA table_info(model_package_audit)")}
     if {"prev_hash", "row_hash"} <= columns:
         return
@@ -143,7 +173,8 @@ class ModelRegistry:
             version = last + 1
             arn = f"{arn_prefix}/{group}/{version}"
             row = {"group_name": group, "version": version, "arn": arn, "created_at": now(), **fields}
-            stored = {k: (json.dumps(v) if k in JSON_COLUMNS | {"metrics"} else v) for k, v in row.items()}
+            json_columns = JSON_COLUMNS | _PACKAGE_JSON | {"metrics"}
+            stored = {k: (json.dumps(v) if k in json_columns else v) for k, v in row.items()}
             con.execute(
                 f"INSERT INTO model_packages ({', '.join(stored)}) VALUES ({', '.join('?' * len(stored))})",
                 tuple(stored.values()),
@@ -158,14 +189,14 @@ class ModelRegistry:
             sql, args = sql + " AND approval_status = ?", [*args, status]
         with self.db() as con:
             rows = con.execute(sql + " ORDER BY group_name, version", args).fetchall()
-        return [_row(r) for r in rows]
+        return [_package(r) for r in rows]
 
     def get(self, group: str, version: int) -> dict[str, Any] | None:
         with self.db() as con:
             row = con.execute(
                 "SELECT * FROM model_packages WHERE group_name = ? AND version = ?", (group, version)
             ).fetchone()
-        return _row(row)
+        return _package(row)
 
     def set_approval_status(
         self, group: str, version: int, status: str, *, expected: str, actor: str, reason: str, action: str
@@ -176,7 +207,7 @@ class ModelRegistry:
         than silently overwritten.
         """
         with self.db(immediate=True) as con:
-            row = _row(
+            row = _package(
                 con.execute(
                     "SELECT * FROM model_packages WHERE group_name = ? AND version = ?", (group, version)
                 ).fetchone()
