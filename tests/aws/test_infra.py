@@ -16,8 +16,8 @@ from botocore.validate import ParamValidator
 
 from mlops.aws import events, infra
 from mlops.errors import ConfigError
+from tests.project import PROJECT, load_config
 from tests.project import ROOT as PROJECT_ROOT
-from tests.project import load_config
 
 from .conftest import ACCOUNT, REGION, ROOT
 
@@ -218,6 +218,11 @@ def test_bootstrap_deploys_the_stack_and_a_second_run_changes_nothing(aws, cfg):
         target["SageMakerPipelineParameters"]["PipelineParameterList"]
         == events.approval_pipeline_parameters()
     )
+
+    # the promotion gate's queue: where the compiled Callback step's SqsQueueUrl points (account and name)
+    gate_url = PROJECT.declaration.promotion.queue_url(cfg)
+    created = boto3.client("sqs").get_queue_url(QueueName=gate_url.rsplit("/", 1)[1])["QueueUrl"]
+    assert created.split("/")[-2:] == gate_url.split("/")[-2:] == [ACCOUNT, "digits-ci-promotion"]
 
     again = infra.bootstrap(aws, cfg, params, TEMPLATE_PATH, poll_s=0.05)
     assert (again.action, again.status) == ("unchanged", "CREATE_COMPLETE")
