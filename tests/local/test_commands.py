@@ -215,7 +215,7 @@ def test_bad_definition_files(tmp_path, capsys, content, message):
 
 def test_unknown_execution_show(tmp_path, capsys):
     code, _, err = run_cli(capsys, "executions", "show", "nope", "--home", tmp_path)
-    assert code == 1 and "no execution nope" in err
+    assert code == 1 and "no execution 'nope'" in err
 
 
 def test_env_and_definition_are_exclusive(tmp_path, capsys):

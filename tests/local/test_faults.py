@@ -4,6 +4,7 @@ parameters and every attempt's log kept, checkpoints per execution synced while 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,14 @@ def _wait_for(predicate, timeout: float = 60, what: str = "condition"):
 
 
 def _log_says(tmp_path: Path, text: str) -> bool:
-    return any(text in p.read_text(errors="replace") for p in (tmp_path / "executions").rglob("*.log"))
+    # A finished host's container layer is deleted while we walk: what vanished is looked at next poll.
+    for root, _dirs, files in os.walk(tmp_path / "executions"):
+        for name in files:
+            if name.endswith(".log"):
+                with contextlib.suppress(FileNotFoundError):
+                    if text in (Path(root) / name).read_text(errors="replace"):
+                        return True
+    return False
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -203,7 +211,12 @@ def _nap_definition(tmp_path: Path, marker: str, seconds: float) -> Path:
 def _start_napping(tmp_path: Path, marker: str) -> subprocess.Popen:
     path = _nap_definition(tmp_path, marker, 60)
     proc = _cli("run", "--definition", str(path), "--home", str(tmp_path))
-    _wait_for(lambda: _log_says(tmp_path, "napping"), what="the Nap step to start")
+    try:
+        _wait_for(lambda: _log_says(tmp_path, "napping"), what="the Nap step to start")
+    except BaseException:  # never leave a napping run behind for the next test to find
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        raise
     return proc
 
 
