@@ -262,6 +262,85 @@ class Local(Strict):
         return v
 
 
+# A SageMaker-managed MLflow resource: a tracking server or an MLflow App.
+ARN_MLFLOW = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-[a-z-]+/[A-Za-z0-9][\w-]{0,255}$"
+)
+EXPERIMENT_FIELDS = ("project", "env")
+LOCAL_ENV = "local"  # the environment that needs no SageMaker tracking server: its runs log to a local one
+
+
+class Mlflow(Strict):
+    enabled: Annotated[
+        bool,
+        Field(
+            description="Track runs with MLflow: the compiled pipeline's MlflowConfig names tracking_server_arn, "
+            "and each local run (mlops run) logs its parameters, metric history, reports and model to a "
+            "local MLflow server."
+        ),
+    ] = False
+    tracking_server_arn: Annotated[
+        str | None,
+        Field(
+            description="ARN of the SageMaker-managed MLflow tracking server the pipeline reports to "
+            "(required when enabled, outside the local environment)."
+        ),
+    ] = None
+    experiment: Annotated[
+        str,
+        Field(
+            description="MLflow experiment of the runs; {project} and {env} are replaced by project.name "
+            "and the environment."
+        ),
+    ] = "{project}-{env}"
+    tracking_uri: Annotated[
+        str | None,
+        Field(
+            description="Local runs: the MLflow tracking URI to log to ($MLFLOW_TRACKING_URI wins); unset: a "
+            "local MLflow server over <home>/mlflow/ (SQLite), started on demand (mlops mlflow url|stop)."
+        ),
+    ] = None
+    log_model: Annotated[
+        bool,
+        Field(description="Local runs: log the registered version's model.tar.gz as an artifact of the run."),
+    ] = True
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str):
+        try:
+            name = v.format_map({k: k for k in EXPERIMENT_FIELDS})
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError):
+            raise ValueError(
+                f"only {{project}} and {{env}} may be replaced in the experiment name (got {v!r})"
+            ) from None
+        if not name.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    _arn = field_validator("tracking_server_arn")(_match(ARN_MLFLOW, "SageMaker MLflow tracking server ARN"))
+
+    @model_validator(mode="after")
+    def _needed_on_aws(self, info: ValidationInfo):
+        """The environment comes from load_config's validation context (none: not checked)."""
+        env = (info.context or {}).get("env")
+        if self.enabled and self.tracking_server_arn is None and env is not None and env != LOCAL_ENV:
+            raise ValueError(
+                f"tracking_server_arn is required when enabled is true in {env!r}: the ARN of the SageMaker "
+                "MLflow tracking server (arn:aws:sagemaker:REGION:ACCOUNT:mlflow-tracking-server/NAME)"
+            )
+        return self
+
+    def experiment_name(self, project: str, env: str) -> str:
+        return self.experiment.format_map({"project": project, "env": env})
+
+
+class Tracking(Strict):
+    mlflow: Annotated[Mlflow, Field(description="MLflow experiment tracking (optional; off by default).")] = (
+        Mlflow()
+    )
+
+
 class BaseConfig(Strict):
     """The sections the toolkit reads; a project's schema subclasses this and adds its own."""
 
@@ -273,6 +352,7 @@ class BaseConfig(Strict):
     retry: Retry = Retry()
     cache: Cache = Cache()
     local: Local = Local()
+    tracking: Annotated[Tracking, Field(description="Experiment tracking of pipeline runs.")] = Tracking()
 
     def infra_parameters(self) -> dict[str, str]:
         """Template parameters of the project's own sections (``mlops infra render`` adds them to the
@@ -474,7 +554,7 @@ def load_config(
     merged = _merge(merged, overrides, {}, "")
     merged["env"] = env
     try:
-        return schema.model_validate(merged, context={"root": root})
+        return schema.model_validate(merged, context={"root": root, "env": env})
     except ValidationError as exc:
         err = exc.errors()[0]
         dotted = _dotted(err["loc"])

@@ -70,5 +70,19 @@ def build_pipeline(ctx: StepContext):
         name=cfg.project.build_pipeline,
         parameters=list(ctx.parameters.values()),
         steps=[prep, gate, fit, score, check],
+        mlflow_config=mlflow_config(cfg),
         sagemaker_session=ctx.session,
+    )
+
+
+def mlflow_config(cfg):
+    """The pipeline's MlflowConfig: the SageMaker-managed tracking server of ``tracking.mlflow``, or None."""
+    from sagemaker.core.shapes.shapes import MlflowConfig
+
+    tracking = cfg.tracking.mlflow
+    if not tracking.enabled or not tracking.tracking_server_arn:
+        return None
+    return MlflowConfig(
+        mlflow_resource_arn=tracking.tracking_server_arn,
+        mlflow_experiment_name=tracking.experiment_name(cfg.project.name, cfg.env),
     )

@@ -3,7 +3,9 @@
 Started by the approval event (EventBridge passes the package ARN as ``ModelPackageArn``). Where config has
 the promotion gate, a person promotes the version from staging (``mlops models promote``). Production gets
 blue/green traffic shifting with automatic rollback on CloudWatch alarms, then target-tracking autoscaling.
-``TargetStage=staging`` stops after the smoke test.
+``TargetStage=staging`` stops after the smoke test. A stage in ``mode: multi-model`` is served by a
+MultiModel model over the multi-model prefix, where the version's artifact is published first; the smoke
+test then names its TargetModel.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from steps.context import StepContext
 from steps.endpoint import step as endpoint
 from steps.endpoint_ops import step as endpoint_ops
+from steps.multi_model import step as multi_model
 from steps.promotion_gate import step as promotion_gate
 from steps.smoke_test import step as smoke_test
 
@@ -38,13 +41,26 @@ def build_pipeline(ctx: StepContext):
     params = parameters(cfg)
     ctx = StepContext(cfg=cfg, session=ctx.session, bundles=ctx.bundles, parameters=params, root=ctx.root)
 
-    model = endpoint.build_model(ctx, params["ModelPackageArn"])
-    staging_config = endpoint.build_endpoint_config(ctx, "staging", cfg.endpoints.staging, model)
+    stages = {"staging": cfg.endpoints.staging, "production": cfg.endpoints.production}
+    multi = {stage for stage, settings in stages.items() if settings.mode == "multi-model"}
+    model = endpoint.build_model(ctx, params["ModelPackageArn"]) if len(multi) < len(stages) else None
+    publish = target = mme_model = None
+    if multi:
+        publish, target_file = multi_model.build(ctx, params["ModelPackageArn"])
+        target = multi_model.target_model(publish, target_file)
+        mme_model = endpoint.build_multi_model(ctx, multi_model.prefix(ctx), depends_on=[publish])
+    models = {stage: mme_model if stage in multi else model for stage in stages}
+
+    staging_config = endpoint.build_endpoint_config(ctx, "staging", cfg.endpoints.staging, models["staging"])
     staging = endpoint.build_endpoint(ctx, "staging", cfg.endpoints.staging, staging_config)
-    smoke = smoke_test.build(ctx, params["SmokeTestDataUri"], staging)
+    smoke = smoke_test.build(
+        ctx, params["SmokeTestDataUri"], staging, target_model=target if "staging" in multi else None
+    )
 
     gate = promotion_gate.build(ctx, params["ModelPackageArn"], smoke)
-    production_config = endpoint.build_endpoint_config(ctx, "production", cfg.endpoints.production, model)
+    production_config = endpoint.build_endpoint_config(
+        ctx, "production", cfg.endpoints.production, models["production"]
+    )
     alarms = endpoint_ops.build_alarms(ctx, "production")
     production = endpoint.build_endpoint(
         ctx, "production", cfg.endpoints.production, production_config,
@@ -61,6 +77,6 @@ def build_pipeline(ctx: StepContext):
     return Pipeline(
         name=cfg.project.deploy_pipeline,
         parameters=list(params.values()),
-        steps=[model, staging_config, staging, smoke, promote],
+        steps=[s for s in (model, publish, mme_model, staging_config, staging, smoke, promote) if s],
         sagemaker_session=ctx.session,
     )

@@ -238,6 +238,13 @@ class AsyncInference(Strict):
 
 class Endpoint(Strict):
     instance_type: Annotated[str, Field(description="Endpoint instance type.")]
+    mode: Annotated[
+        Literal["real-time", "async", "multi-model"],
+        Field(
+            description="Hosting mode: real-time, async (InvokeEndpointAsync; asynchronous settings alone "
+            "mean async too) or multi-model (TargetModel v<version>.tar.gz under <s3_root>/multi-model/<group>/)."
+        ),
+    ] = "real-time"
     asynchronous: Annotated[
         AsyncInference | None,
         Field(
@@ -252,6 +259,25 @@ class Endpoint(Strict):
     local_port: Annotated[int, Field(ge=1024, le=65535, description="Port of the local endpoint.")] = 8080
 
     _type = field_validator("instance_type")(_match(INSTANCE_TYPE, "instance type"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_of_settings(cls, data):
+        """``asynchronous`` alone still means async; ``mode: async`` alone takes the default settings."""
+        if isinstance(data, dict):
+            if data.get("mode") is None:
+                data = {**data, "mode": "async" if data.get("asynchronous") is not None else "real-time"}
+            elif data.get("mode") == "async" and data.get("asynchronous") is None:
+                data = {**data, "asynchronous": {}}
+        return data
+
+    @field_validator("asynchronous")
+    @classmethod
+    def _async_needs_async_mode(cls, v, info: ValidationInfo):
+        mode = info.data.get("mode")
+        if v is not None and mode in ("real-time", "multi-model"):
+            raise ValueError(f"mode {mode} takes no asynchronous settings (remove them, or set mode: async)")
+        return v
 
 
 class SmokeTest(Strict):

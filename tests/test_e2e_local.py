@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -68,6 +70,38 @@ def test_happy_path_registers_one_pending_version_with_metrics(home, capsys):
     assert accuracy >= 0.9, metrics
 
 
+def test_the_run_writes_its_report_and_its_data_docs_render_offline(home, capsys):
+    """The happy run's report in headless Chromium with the network refused: DAG, curves, the three
+    great-expectations validations, the version's lineage with this work tree's git commit, and GE's data
+    docs, styled and scripted by the vendored copies of the assets they load from CDNs."""
+    from tests.browser import offline_browser, share_of
+
+    first = Home.open(home).runs.list()[-1]
+    report = home / "executions" / first["id"] / "report.html"
+    assert report.is_file(), "mlops run writes the report"
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    with offline_browser() as view:
+        view.goto(report)
+        page = view.page
+        assert share_of(view.shot("#dag svg"), (0xD3, 0xF0, 0xD8)) > 0.01  # boxes filled as Succeeded
+        assert page.locator('.curve[data-step="Train"] svg').count() == 1
+        quality = page.locator("#data-quality tbody tr").all_inner_texts()
+        assert len(quality) == 3 and all("passed" in row for row in quality), quality
+        lineage = page.locator("#lineage").inner_text()
+        assert "digits-classifier/1" in lineage and "PendingManualApproval" in lineage
+        assert f"git {commit.stdout.strip()}" in lineage
+        assert re.search(r"input data: train\s+s3://\S+\s+sha256 [0-9a-f]{64}", lineage), lineage
+        assert view.external == [] and view.failed == [] and view.errors == []
+
+        page.locator("a.data-docs").first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/report-data-docs/ValidateData/index.html")
+        assert page.evaluate("typeof jQuery === 'function' && typeof jQuery.fn.bootstrapTable === 'function'")
+        assert page.evaluate("getComputedStyle(document.body).fontFamily").startswith("-apple-system")
+        page.locator("a", has_text="digits.train").first.wait_for()  # the index's table, drawn by its JS
+        assert view.external == [] and view.failed == [] and view.errors == []
+
+
 def test_second_run_is_served_from_cache(home, capsys):
     code, out = run(capsys, "--home", str(home))
     assert code == 0, out
@@ -121,6 +155,13 @@ def test_corrupted_input_fails_at_the_data_quality_step_with_report_saved(home, 
     assert reports, "the great-expectations report is kept"
     assert list(reports[0].parent.glob("data_docs/**/index.html"))
     assert len(packages(home)) == before
+    # the report names the violated expectation and links the failed job's data docs, made offline
+    assert main(["report", execution["id"], "--home", str(home)]) == 0
+    written = capsys.readouterr().out
+    assert f"report-data-docs{os.sep}ValidateData{os.sep}index.html" in written, written
+    html = (home / "executions" / execution["id"] / "report.html").read_text()
+    assert "expect_column_values_to_be_between" in html and "pixel_3" in html
+    assert re.search(r'class="badge Failed">failed</span>', html)
 
 
 def test_failed_training_then_resume_reruns_only_failed_and_downstream(home, capsys, tmp_path):

@@ -21,12 +21,14 @@ GROUPS = (
     "mlops.cli.run",
     "mlops.cli.executions",
     "mlops.cli.logs",
+    "mlops.cli.report",
     "mlops.cli.callback",
     "mlops.cli.models",
     "mlops.cli.endpoints",
     "mlops.cli.aws",
     "mlops.cli.schedule",
     "mlops.cli.buildspec",
+    "mlops.cli.tracking",
 )
 
 

@@ -226,11 +226,12 @@ def cmd_show(args: Invocation) -> int:
 
 
 def _cell(value: Any, width: int = 0) -> str:
-    """A value for a table cell: a sha256 as its first 12 digits, a long URI or text as its tail."""
+    """A value for a table cell: a sha256 or git commit as its first 12 digits, a long URI or text as
+    its tail."""
     if value is None:
         return "-"
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+    if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
         return text[:12]
     return "…" + text[-(width - 1) :] if width and len(text) > width else text
 

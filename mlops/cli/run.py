@@ -203,6 +203,9 @@ def cmd_run(args: Invocation) -> int:
             **read_lambda_functions(args.lambda_functions),
         }
     definition = settings.pop("definition")
+    from mlops.local.source import git_source
+
+    settings["source"] = git_source(args.definition.resolve().parent if args.definition else args.project.root)
     if args.name:
         settings["pipeline_name"] = args.name
     if args.max_parallel:
@@ -215,15 +218,35 @@ def cmd_run(args: Invocation) -> int:
     options = RunOptions(params=params, resume=args.resume, use_cache=not args.no_cache, **settings)
     with RunProgress(console, show_logs=args.logs) as progress:
         record = run_definition(definition, home=args.local_home, options=options, on_event=progress)
+    from mlops.cli.tracking import log_run
+
+    log_run(args, record.id)  # config tracking.mlflow.enabled: a failure to log is a warning
     if record.status == "Succeeded":
         console.print(f"[green]execution {record.id} Succeeded[/]")
+        write_run_report(args.local_home, record.id, console)
         return 0
     reason = (record.failure_reason or record.status).strip().splitlines()
     line = f"execution {record.id} {record.status}: {reason[-1] if reason else ''}"
     console.print(f"[red]{escape(line)}[/]")
+    write_run_report(args.local_home, record.id, console)
     if record.status == "Failed":
         console.print(f"resume with: mlops run --resume {record.id}")
     return 130 if record.status == "Stopped" else 1
+
+
+def write_run_report(home, execution_id: str, console) -> None:
+    """The execution's report (``mlops report``), its path printed; a report that cannot be written is a
+    warning, never the run's failure."""
+    from mlops.local.report.render import write_report
+
+    try:
+        written = write_report(home, execution_id, progress=console.print)
+    except Exception as err:  # noqa: BLE001 - the run is recorded; its report is a view of it
+        console.print(f"[yellow]warning: no report for {execution_id}: {escape(str(err))}[/]")
+        return
+    for line in written.warnings:
+        console.print(f"[yellow]warning: {escape(line)}[/]")
+    console.print(f"report: {escape(str(written.path))}", soft_wrap=True)
 
 
 def report_check(

@@ -92,7 +92,15 @@ def mermaid(definition: dict, statuses: Mapping[str, str] | None = None, cached:
     return "\n".join(lines) + "\n"
 
 
-def dot(definition: dict, statuses: Mapping[str, str] | None = None, cached: Collection[str] = ()) -> str:
+def dot(
+    definition: dict,
+    statuses: Mapping[str, str] | None = None,
+    cached: Collection[str] = (),
+    notes: Mapping[str, str] | None = None,
+    anchors: bool = False,
+) -> str:
+    """The DAG in Graphviz's language; ``notes`` adds a line to a step's box (its duration, say) and
+    ``anchors`` links each box to ``#step-<id>`` (the report's row for it)."""
     order, steps, edges = _edges(definition)
     shapes = {"Condition": "diamond", "Fail": "octagon", "Training": "box3d", "RegisterModel": "cylinder"}
     lines = [
@@ -107,11 +115,38 @@ def dot(definition: dict, statuses: Mapping[str, str] | None = None, cached: Col
             style = "rounded,filled" + (",dashed" if name in cached else "")
             label += f"\\n{_status_label(name, statuses, cached)}"
             extra = f', style="{style}", fillcolor="{fill}", color="{border}"'
+        if notes and notes.get(name):
+            label += f"\\n{notes[name]}"
+        if anchors:
+            extra += f', URL="#step-{_id(name)}", tooltip="{name}"'
         lines.append(f'  {_id(name)} [label="{label}", shape={shapes.get(steps[name].type, "box")}{extra}];')
     for src, dst, label in edges:
         lines.append(f"  {_id(src)} -> {_id(dst)}" + (f' [label="{label}"]' if label else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def svg(
+    definition: dict,
+    statuses: Mapping[str, str] | None = None,
+    cached: Collection[str] = (),
+    notes: Mapping[str, str] | None = None,
+) -> str | None:
+    """The DAG as SVG text to inline in a page (boxes link to ``#step-<id>``); None without Graphviz."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return None
+    proc = subprocess.run(
+        [exe, "-Tsvg"], input=dot(definition, statuses, cached, notes, anchors=True), text=True, capture_output=True
+    )
+    if proc.returncode != 0:
+        raise MlopsError(f"graphviz failed to draw the DAG: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout[proc.stdout.index("<svg") :]
+
+
+def anchor(name: str) -> str:
+    """The id of a step's element in a page that links to it (see :func:`svg`)."""
+    return f"step-{_id(name)}"
 
 
 def render_picture(

@@ -3,7 +3,9 @@
 A deploy pipeline's jobs call AWS from their containers: the smoke test invokes the staging endpoint
 through ``sagemaker-runtime``, the ops job puts CloudWatch alarms and Application Auto Scaling policies.
 Locally one gateway answers them all: ``POST /endpoints/<name>/invocations`` goes to the local endpoint
-of that name, everything else to moto's server (a real implementation of those APIs, on loopback).
+of that name, ``SageMaker.DescribeModelPackage`` to the local model registry (a deploy job reads the
+approved version's artifact there), everything else to moto's server (a real implementation of those
+APIs, on loopback).
 
 Jobs live in private network namespaces, so the gateway listens on a Unix socket (a file: reachable from
 any namespace); the sandbox runs a small forwarder inside the job's namespace from
@@ -207,6 +209,8 @@ class LocalAws:
                     status, headers, payload = invoke_async(
                         queued.group(1), self.headers, aws.home, aws._queue()
                     )
+                elif self.headers.get("X-Amz-Target") == "SageMaker.DescribeModelPackage":
+                    status, headers, payload = aws._describe_model_package(body)
                 else:
                     status, headers, payload = aws._forward(
                         "127.0.0.1", aws._moto_server_port(), self.command, self.path, body, self.headers
@@ -236,6 +240,43 @@ class LocalAws:
             return response.status, response.getheaders(), response.read()
         finally:
             conn.close()
+
+    def _describe_model_package(self, body: bytes) -> tuple[int, list, bytes]:
+        """DescribeModelPackage of a version in the local registry, in the API's shape."""
+        import json
+        from datetime import datetime
+
+        from mlops.local.state.home import Home
+
+        headers = [("Content-Type", "application/x-amz-json-1.1")]
+        try:
+            arn = json.loads(body or b"{}").get("ModelPackageName") or ""
+        except ValueError:
+            arn = ""
+        row = next((r for r in Home.open(self.home).registry.list() if r["arn"] == arn), None)
+        if row is None:
+            error = {"__type": "ValidationException", "message": f"Model package {arn!r} does not exist."}
+            return 400, headers, json.dumps(error).encode()
+        request = row.get("request") or {}
+        container = ((request.get("InferenceSpecification") or {}).get("Containers") or [{}])[0]
+        spec_container = {"Image": row.get("image"), "ModelDataUrl": row.get("model_data_url")}
+        if container.get("Environment"):
+            spec_container["Environment"] = container["Environment"]
+        described = {
+            "ModelPackageName": row["group_name"],
+            "ModelPackageGroupName": row["group_name"],
+            "ModelPackageVersion": row["version"],
+            "ModelPackageArn": row["arn"],
+            "CreationTime": datetime.fromisoformat(row["created_at"]).timestamp(),
+            "InferenceSpecification": {
+                "Containers": [{k: v for k, v in spec_container.items() if v}],
+                "SupportedContentTypes": row.get("content_types") or [],
+                "SupportedResponseMIMETypes": row.get("response_types") or [],
+            },
+            "ModelPackageStatus": "Completed",
+            "ModelApprovalStatus": row["approval_status"],
+        }
+        return 200, headers, json.dumps(described).encode()
 
     def _queue(self):
         """The asynchronous endpoints' queue (InvokeEndpointAsync from a job), made on first use."""

@@ -15,6 +15,8 @@ class RunOptions:
     use_cache: bool = True  # honour CacheConfig
     max_parallel: int | None = None  # steps at once (default: the cores)
     pipeline_name: str | None = None  # recorded name (default: the definition's metadata)
+    # where the definition came from (git commit, dirty state: mlops.local.source), recorded with the run
+    source: Mapping[str, Any] | None = None
     file_systems: Mapping[str, str] = field(default_factory=dict)  # EFS/FSx id -> local directory
     # config local.images: image pattern -> the environment standing in for it (mlops.local.images)
     images: Mapping[str, Any] = field(default_factory=dict)

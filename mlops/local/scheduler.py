@@ -343,7 +343,7 @@ def run_definition(
         if row is None:
             raise MlopsError(f"no execution {options.resume} in {h.root}")
         values = parameter_values(definition, dict(row["parameters"]))
-        h.runs.claim(row["id"], definition, values)
+        h.runs.claim(row["id"], definition, values, options.source)
         execution_id, name = row["id"], row["pipeline_name"]
         previous = h.runs.steps(execution_id)
     else:
@@ -354,7 +354,7 @@ def run_definition(
             or (definition.get("Metadata") or {}).get("PipelineName")
             or "local-pipeline"
         )
-        h.runs.create(execution_id, name, definition, values)
+        h.runs.create(execution_id, name, definition, values, options.source)
     status, reason = StepStatus.FAILED, "the executor stopped unexpectedly"
     services = contextlib.ExitStack()
     try:

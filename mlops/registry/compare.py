@@ -7,10 +7,11 @@ The lineage compared is what the local registry holds for each version (``LocalR
 - ``data``: per input channel of the training step, the sha256 of the objects under it at registration;
 - ``model``: the model artifact's URL and sha256;
 - ``hyperparameter``: the training job's HyperParameters; ``parameter``: the execution's pipeline parameters.
+- ``source``: the git commit and dirty state of the work tree the run started from.
 
 A version registered before provenance was recorded has no data digests, artifact digest or
-hyperparameters: those rows say ``not recorded`` rather than guess. Local runs record no git commit; the
-comparison says so in ``notes``.
+hyperparameters: those rows say ``not recorded`` rather than guess. A run outside a git work tree records no
+git commit; the comparison says so in ``notes``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def _recorded(doc: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any
     return provenance, training if isinstance(training, dict) else None
 
 
+def _source(provenance: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The git commit and dirty state the version was built from; None where none was recorded."""
+    source = (provenance or {}).get("source")
+    if not isinstance(source, dict):
+        return None
+    return {"git commit": source.get("git_commit"), "git dirty": source.get("git_dirty")}
+
+
 def _data(training: dict[str, Any] | None) -> dict[str, Any] | None:
     if training is None:
         return None
@@ -112,7 +121,11 @@ def compare_versions(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         ),
         *_diff("parameter", lin_a.get("parameters"), lin_b.get("parameters")),
     ]
-    notes = ["git commit: local runs record none (compare the code bundle hashes)"]
+    notes = []
+    src_a, src_b = _source(prov_a), _source(prov_b)
+    if src_a is None or src_b is None:
+        notes.append("git commit: not recorded for a side (run outside a git work tree, or before it was)")
+    lineage[:0] = _diff("source", src_a, src_b)
     for label, prov, train, doc in (("A", prov_a, train_a, a), ("B", prov_b, train_b, b)):
         name = f"{doc['group_name']}/{doc['version']}"
         if prov is None:

@@ -11,9 +11,7 @@ version that still answers.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any
 
 from mlops.aws.events import sample_state_change_event
 from mlops.local.state.home import Home
+from mlops.local.state.lineage import lineage
 from mlops.local.state.registry import AuditCheck
 from mlops.registry import (
     APPROVED,
@@ -33,7 +32,6 @@ from mlops.registry import (
 
 log = logging.getLogger(__name__)
 
-_BUNDLE = re.compile(r"s3://[^\"\s]+/code/(?P<name>[^/\"\s]+)/(?P<hash>[0-9a-f]{16,})/?")
 
 
 @dataclass
@@ -86,19 +84,9 @@ class LocalRegistry(StatusChanges):
     def show(self, ref: str, group: str | None = None) -> dict[str, Any]:
         """The package with its lineage (execution, input data, code bundles), audit trail and deployments."""
         row = self.get(ref, group)
-        lineage: dict[str, Any] = {"execution_id": row.get("execution_id"), "input_data_uri": None,
-                                   "data_outputs": {}, "code_bundles": {}}  # fmt: skip
-        execution = self.home.runs.get(row["execution_id"]) if row.get("execution_id") else None
-        if execution:
-            lineage["pipeline_name"] = execution["pipeline_name"]
-            lineage["execution_status"] = execution["status"]
-            lineage["parameters"] = execution["parameters"]
-            lineage["input_data_uri"] = (execution["parameters"] or {}).get("InputDataUri")
-            lineage["code_bundles"] = code_bundles(execution["definition"])
-            lineage["data_outputs"] = data_outputs(self.home, execution["id"])
         return {
             **row,
-            "lineage": lineage,
+            "lineage": lineage(self.home, row),
             "audit_trail": self.home.registry.audit_trail(row["group_name"], row["version"]),
             "deployments": self.home.deployments.list(row["arn"]),
         }
@@ -172,21 +160,3 @@ class LocalRegistry(StatusChanges):
         return StatusChange(
             row, previous, target, True, f"{name}: {previous} -> {target}", event, extra={"stopped": stopped}
         )
-
-
-def code_bundles(definition: dict[str, Any] | str | None) -> dict[str, str]:
-    """``{bundle name: content hash}`` from the ``.../code/<name>/<sha256>/`` URIs a definition names."""
-    text = definition if isinstance(definition, str) else json.dumps(definition or {})
-    return {m.group("name"): m.group("hash") for m in _BUNDLE.finditer(text)}
-
-
-def data_outputs(home: Home, execution_id: str) -> dict[str, str]:
-    """``{"Step.output": S3 URI}`` of every processing output the execution wrote (what its data lineage is)."""
-    found: dict[str, str] = {}
-    for step in home.runs.steps(execution_id):
-        outputs = ((step.get("properties") or {}).get("ProcessingOutputConfig") or {}).get("Outputs") or []
-        for out in outputs:
-            uri = (out.get("S3Output") or {}).get("S3Uri")
-            if uri and out.get("OutputName"):
-                found[f"{step['name']}.{out['OutputName']}"] = uri
-    return found

@@ -35,7 +35,7 @@ STREAM_PATH = re.compile(r"^/endpoints/([^/]+)/invocations-response-stream$")
 _PART_BYTES = 64 * 1024  # a PayloadPart carries at most this much of what the model has sent so far
 ENV_VAR = "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"  # botocore's service-specific endpoint variable
 _JSON = "application/x-amz-json-1.1"
-_FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+_FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Target-Model")
 _TIMEOUT_S = 60.0  # InvokeEndpoint's own limit on a container's answer
 VARIANT = "AllTraffic"  # the SDK's name for a single production variant
 
@@ -112,6 +112,25 @@ def _realtime_endpoint(endpoint: str, home):
     return info, None
 
 
+def _target_problem(info, headers) -> tuple[int, list, bytes] | None:
+    """A multi-model endpoint's TargetModel that names no archive under its prefix: the API's refusal."""
+    if not getattr(info.active, "multi_model", False):
+        return None
+    target = headers.get("X-Amzn-SageMaker-Target-Model")
+    if not target:
+        return _error(
+            400, "ValidationError", f"Endpoint {info.name} is a multi-model endpoint: give TargetModel."
+        )
+    prefix = Path(info.active.model_dir)
+    archive = prefix.joinpath(*target.split("/"))
+    if ".." in target.split("/") or not archive.is_file():
+        return _error(
+            400, "ValidationError",
+            f"Failed to download model data (TargetModel {target}: no object under the endpoint's ModelDataUrl).",
+        )  # fmt: skip
+    return None
+
+
 def container_headers(headers, accept: str | None = None) -> dict[str, str]:
     """The request's headers the container gets; ``accept`` where the operation names it another way."""
     out = {name: headers.get(name) for name in _FORWARDED if headers.get(name)}
@@ -164,6 +183,7 @@ def invoke_stream(endpoint: str, body: bytes, headers, home, write_head, write_p
         variant, conn, response = opened
     else:
         info, error = _realtime_endpoint(endpoint, home)
+        error = error or _target_problem(info, headers)
         if error is not None:
             return write_head(*error)
         out = container_headers(headers, headers.get("X-Amzn-SageMaker-Accept"))
@@ -229,6 +249,7 @@ def invoke(
     if hosting is not None and hosting.has(endpoint):
         return _invoke_hosted(hosting, endpoint, body, headers, capture)
     info, error = _realtime_endpoint(endpoint, home)
+    error = error or _target_problem(info, headers)
     if error is not None:
         return error
     out = container_headers(headers)

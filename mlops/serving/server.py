@@ -7,6 +7,12 @@ others default to JSON/CSV <-> array conversion and ``model(tensor)``, as in the
 Run: ``python -m mlops.serving.server --model-dir DIR --port 8080 --workers 2``. Each uvicorn worker
 is its own process and loads the model once, at startup, before it accepts connections.
 
+Multi-model (``SAGEMAKER_MULTI_MODEL=true``, what a ``Mode: MultiModel`` container is given): the model dir
+is the ``ModelDataUrl`` prefix, holding ``model.tar.gz`` archives; a request's
+``X-Amzn-SageMaker-Target-Model`` names one (a key below the prefix), unpacked and loaded by the worker at
+its first call, the least recently used unloaded past ``MLOPS_MME_MAX_MODELS`` (default 4) loaded models.
+No TargetModel is a 400, a key with no archive a 404.
+
 JSON answers are always valid JSON (RFC 8259): a prediction with ``NaN`` or ``±Infinity`` is a model error,
 answered ``500`` with ``{"error": "model output is not valid JSON: ... NaN ..."}`` rather than encoded as
 ``null`` (which would hide the fault from the caller and from the 5xx alarm). This holds for the default
@@ -52,6 +58,9 @@ SUPPORTED_CONTENT_TYPES = ("application/json", "text/csv")
 INLINE_LIMIT_BYTES = 64 * 1024
 MODEL_DIR_ENV = "SM_MODEL_DIR"
 PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"  # the SageMaker model servers' switch to multi-model mode
+MAX_MODELS_ENV = "MLOPS_MME_MAX_MODELS"
+TARGET_MODEL_HEADER = b"x-amzn-sagemaker-target-model"
 
 
 class ModelLoadError(RuntimeError):
@@ -213,9 +222,7 @@ class ModelService:
         # scan only per-request garbage, which keeps them from showing up as p99 spikes.
         gc.collect()
         gc.freeze()
-        ready_dir = os.environ.get(READY_DIR_ENV)
-        if ready_dir:  # one file per loaded worker: the supervisor waits for all of them, not just one /ping
-            Path(ready_dir, str(os.getpid())).touch()
+        _mark_ready()
         log.info(
             "pid %d loaded model from %s in %.2fs", os.getpid(), self.model_dir, time.perf_counter() - started
         )
@@ -267,10 +274,94 @@ class ModelService:
         return 200, payload, out_type
 
 
+def _mark_ready() -> None:
+    ready_dir = os.environ.get(READY_DIR_ENV)
+    if ready_dir:  # one file per loaded worker: the supervisor waits for all of them, not just one /ping
+        Path(ready_dir, str(os.getpid())).touch()
+
+
+class TargetModelError(Exception):
+    """A multi-model request without a usable TargetModel; ``status`` is the container's answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def target_archive(prefix_dir: Path, target: str | None) -> Path:
+    """The archive a TargetModel names below the prefix dir; raises :class:`TargetModelError`."""
+    if not target:
+        raise TargetModelError(400, "multi-model endpoint: the request names no TargetModel")
+    parts = target.split("/")
+    if target.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise TargetModelError(400, f"TargetModel {target!r} is not a key below the model prefix")
+    archive = prefix_dir.joinpath(*parts)
+    if not archive.is_file():
+        raise TargetModelError(404, f"TargetModel {target!r}: no model archive at that key")
+    return archive
+
+
+class MultiModelService:
+    """Multi-model: the prefix dir's archives, each loaded as its own :class:`ModelService` at its first call
+    and unloaded least-recently-used past ``max_models``; one per worker process."""
+
+    def __init__(self, prefix_dir: Path, max_models: int = 4):
+        import threading
+
+        self.model_dir = prefix_dir
+        self.max_models = max(1, max_models)
+        self.handlers: Handlers | None = None  # set once loaded: /ping answers (no model loads at start)
+        self._loaded: dict[str, tuple[float, ModelService, Path]] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if not self.model_dir.is_dir():
+            raise ModelLoadError(f"{self.model_dir}: the multi-model prefix is not a directory")
+        # no model of its own: the handlers only say it serves (each archive brings its own)
+        self.handlers = Handlers(lambda _: None, default_input_fn, default_predict_fn, default_output_fn)
+        _mark_ready()
+        log.info("pid %d serves the models under %s (multi-model)", os.getpid(), self.model_dir)
+
+    def get(self, target: str | None) -> tuple[ModelService, bool]:
+        """The loaded model of ``target`` and whether it was loaded already (a cache hit)."""
+        import shutil
+        import tarfile
+        import tempfile
+
+        archive = target_archive(self.model_dir, target)
+        key = f"{target}@{archive.stat().st_mtime_ns}"  # an archive replaced under its key loads afresh
+        with self._lock:
+            if key in self._loaded:
+                _, service, where = self._loaded[key]
+                self._loaded[key] = (time.monotonic(), service, where)
+                return service, True
+            where = Path(tempfile.mkdtemp(prefix="mme-"))
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(where, filter="data")
+                service = ModelService(where)
+                service.load()
+            except (tarfile.TarError, EOFError, OSError) as err:
+                shutil.rmtree(where, ignore_errors=True)
+                raise TargetModelError(
+                    400, f"TargetModel {target!r}: not a readable model.tar.gz ({err})"
+                ) from None
+            except ModelLoadError as err:
+                shutil.rmtree(where, ignore_errors=True)
+                raise TargetModelError(500, f"TargetModel {target!r}: {err}") from None
+            self._loaded[key] = (time.monotonic(), service, where)
+            while len(self._loaded) > self.max_models:
+                oldest = min(self._loaded, key=lambda k: self._loaded[k][0])
+                _, _, gone = self._loaded.pop(oldest)
+                shutil.rmtree(gone, ignore_errors=True)
+                log.info("unloaded %s (least recently used)", oldest.rsplit("@", 1)[0])
+            return service, False
+
+
 class Invocations:
     """``POST /invocations`` as a plain ASGI app: the one hot path, so no per-request Request/Response objects."""
 
-    def __init__(self, service: ModelService):
+    def __init__(self, service: ModelService | MultiModelService):
         self.service = service
 
     async def __call__(self, scope, receive, send) -> None:
@@ -291,7 +382,7 @@ class Invocations:
         service = self.service
         if service.handlers is None:
             return _error(503, "model not loaded")
-        length = content_type = accept = None
+        length = content_type = accept = target = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = int(value) if value.isdigit() else None
@@ -299,6 +390,13 @@ class Invocations:
                 content_type = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
+            elif name == TARGET_MODEL_HEADER:
+                target = value.decode("latin-1")
+        if isinstance(service, MultiModelService):
+            try:
+                service, _ = await run_in_threadpool(service.get, target)  # a first call loads: seconds
+            except TargetModelError as err:
+                return _error(err.status, str(err))
         if length is not None and length > MAX_PAYLOAD_BYTES:
             return _error(413, f"payload of {length} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
         content_type = _media_type(content_type, "application/json")
@@ -346,8 +444,14 @@ class FastPath:
 
 
 def create_app(model_dir: str | os.PathLike | None = None) -> FastPath:
-    """The ASGI app for one model dir (argument, else ``SM_MODEL_DIR``, else ``/opt/ml/model``)."""
-    service = ModelService(Path(model_dir or os.environ.get(MODEL_DIR_ENV, "/opt/ml/model")))
+    """The ASGI app for one model dir (argument, else ``SM_MODEL_DIR``, else ``/opt/ml/model``); with
+    ``SAGEMAKER_MULTI_MODEL=true`` the dir is a multi-model prefix."""
+    where = Path(model_dir or os.environ.get(MODEL_DIR_ENV, "/opt/ml/model"))
+    service: ModelService | MultiModelService
+    if multi_model():
+        service = MultiModelService(where, int(os.environ.get(MAX_MODELS_ENV) or 4))
+    else:
+        service = ModelService(where)
     invocations = Invocations(service)
 
     async def ping(request: Request) -> Response:
@@ -370,6 +474,10 @@ def create_app(model_dir: str | os.PathLike | None = None) -> FastPath:
         lifespan=lifespan,
     )
     return FastPath(app, invocations)
+
+
+def multi_model() -> bool:
+    return os.environ.get(MULTI_MODEL_ENV, "").lower() == "true"
 
 
 def app_factory() -> FastPath:
@@ -469,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging()
     script = Path(args.model_dir) / "code" / "inference.py"
-    if not script.is_file():  # fail before forking workers, with one clear line
+    if not multi_model() and not script.is_file():  # fail before forking workers, with one clear line
         print(
             f"error: {script}: missing (a model dir needs code/inference.py with model_fn)", file=sys.stderr
         )

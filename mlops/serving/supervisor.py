@@ -48,6 +48,9 @@ from mlops.errors import MlopsError
 from mlops.project import TOOLKIT_ROOT
 from mlops.serving import CANNOT_SERVE, READY_DIR_ENV, http_connection
 
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"  # mlops.serving.server's switch (not imported: it needs starlette)
+TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
+
 log = logging.getLogger(__name__)
 
 IN_SERVICE, STOPPED, FAILED = "InService", "Stopped", "Failed"
@@ -97,6 +100,8 @@ class VersionInfo:
     # Where the host reaches a sandboxed server (its own network: port 8080 is only inside it); None: the
     # server listens on 127.0.0.1:``port`` of this machine (``MLOPS_SANDBOX=none``).
     socket: str | None = None
+    # ``Mode: MultiModel``: ``model_dir`` is the ModelDataUrl prefix's dir, each request's TargetModel a key in it
+    multi_model: bool = False
 
     @property
     def url(self) -> str:
@@ -423,11 +428,14 @@ def _wait_ready(
     raise EndpointError(f"{what} did not answer /ping within {timeout:.0f}s: {hint} (log: {log_path})")
 
 
-def _check_request(name: str, model_dir: Path, workers: int) -> None:
+def _check_request(name: str, model_dir: Path, workers: int, multi_model: bool = False) -> None:
     """Bad arguments fail before anything is recorded or started."""
     _check_name(name)
     script = model_dir / "code" / "inference.py"
-    if not script.is_file():
+    if multi_model:
+        if not model_dir.is_dir():
+            raise EndpointError(f"endpoint {name!r}: multi-model prefix {model_dir} is not a directory")
+    elif not script.is_file():
         raise EndpointError(f"endpoint {name!r}: {script} is missing (model dir needs code/inference.py)")
     if workers < 1:
         raise EndpointError(f"endpoint {name!r}: workers must be >= 1 (got {workers})")
@@ -447,8 +455,9 @@ def _start_version(
     workers: int,
     timeout: float,
     payload: int | None = None,
+    multi_model: bool = False,
 ) -> VersionInfo:
-    new = _spawn_version(directory, name, model_dir, variant, version, workers, payload)
+    new = _spawn_version(directory, name, model_dir, variant, version, workers, payload, multi_model)
     _wait_version(directory, name, new, timeout)
     return new
 
@@ -467,15 +476,17 @@ def _spawn_version(
     version: str,
     workers: int,
     payload: int | None = None,
+    multi_model: bool = False,
 ) -> VersionInfo:
     log_path = directory / f"{variant}.log"
+    mme = {MULTI_MODEL_ENV: "true"} if multi_model else {}
     log_path.write_text("")  # a fresh log per version start; the previous version of this colour is gone
     ready_dir = directory / f"{variant}.ready"
     shutil.rmtree(ready_dir, ignore_errors=True)
     ready_dir.mkdir()
     if isolation.sandbox_mode() == isolation.BWRAP:
         ref, port, sock = _spawn_sandboxed(
-            directory, model_dir, variant, workers, log_path, ready_dir, payload
+            directory, model_dir, variant, workers, log_path, ready_dir, payload, mme
         )
     else:
         port, sock = free_port(), None
@@ -484,6 +495,7 @@ def _spawn_version(
             "SM_MODEL_DIR": str(model_dir),
             READY_DIR_ENV: str(ready_dir),
             **({PAYLOAD_ENV: str(payload)} if payload else {}),
+            **mme,
         }
         home = directory / f"{variant}.home"
         home.mkdir(exist_ok=True)
@@ -493,7 +505,9 @@ def _spawn_version(
         )
     log.info("started %s %s (%s) as pid %d", name, variant, version, ref.pid)
     (directory / f"{variant}.pid").write_text(f"{ref.pid}\n")
-    return VersionInfo(variant, version, str(model_dir), port, ref, workers, _now(), str(log_path), sock)
+    return VersionInfo(
+        variant, version, str(model_dir), port, ref, workers, _now(), str(log_path), sock, multi_model
+    )
 
 
 def _spawn_sandboxed(
@@ -504,6 +518,7 @@ def _spawn_sandboxed(
     log_path: Path,
     ready_dir: Path,
     payload: int | None = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[ProcessRef, int, str]:
     """A model server as a serving container runs: in namespaces of its own (network, pids, hostname), a root
     built from what it needs, the model read-only at ``/opt/ml/model``, port 8080 in its own network and an
@@ -524,6 +539,7 @@ def _spawn_sandboxed(
         "SM_MODEL_DIR": MODEL_PATH,
         READY_DIR_ENV: f"{RUN_PATH}/ready",
         **({PAYLOAD_ENV: str(payload)} if payload else {}),
+        **(extra or {}),
     }
     env = server_env(serving, Path(isolation.HOME_DIR))
     env["PYTHONPATH"] = TOOLKIT_PATH
@@ -720,6 +736,7 @@ def restart_dead_version(
             dead.version,
             dead.workers,
             payload_mb(info.async_config),
+            dead.multi_model,
         )
         info.active = new  # recorded at once: a stop while it loads must find this process
         _save(info, home)
@@ -761,8 +778,10 @@ def post(
     *,
     accept: str | None = None,
     timeout: float = 60.0,
+    target_model: str | None = None,
 ) -> InvocationResult:
-    """POST ``data`` to ``<url>/invocations`` (e.g. the candidate URL a smoke test is given); never raises on HTTP errors."""
+    """POST ``data`` to ``<url>/invocations`` (e.g. the candidate URL a smoke test is given); never raises on HTTP errors.
+    ``target_model``: the TargetModel of a multi-model version."""
     address: int | str
     if url.startswith(UNIX_SCHEME):
         address = urllib.parse.unquote(url.removeprefix(UNIX_SCHEME).rstrip("/"))
@@ -772,6 +791,8 @@ def post(
             raise EndpointError(f"{url}: local endpoints are http://127.0.0.1:PORT")
         address = int(port)
     headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+    if target_model:
+        headers[TARGET_MODEL_HEADER] = target_model
     started = time.perf_counter()
     try:
         status, ctype, body = _http(address, "POST", "/invocations", data, headers, timeout)
@@ -811,6 +832,7 @@ def deploy_blue_green(
     timeout: float = START_TIMEOUT_S,
     async_config: dict | None = None,
     data_capture: dict | None = None,
+    multi_model: bool = False,
 ) -> DeploymentResult:
     """Start ``new_model_dir`` beside the serving version, smoke-test it, then switch the front to it.
 
@@ -819,11 +841,12 @@ def deploy_blue_green(
     ``smoke_test(url)`` gets the new version's own URL and raises (any exception) to reject it. On failure
     (start or smoke test) the new version is stopped, the old one keeps serving, and the result is
     ``RolledBack`` with the reason. On success the old version is drained and stopped. With no endpoint yet,
-    ``port`` is the public port and a success starts the front.
+    ``port`` is the public port and a success starts the front. ``multi_model``: ``new_model_dir`` is a
+    multi-model prefix (the model server loads what each request's TargetModel names).
     """
     new_model_dir = Path(new_model_dir).resolve()
     version = version or new_model_dir.name
-    _check_request(name, new_model_dir, workers)
+    _check_request(name, new_model_dir, workers, multi_model)
     if port is None and not (_endpoint_dir(name, home) / "state.json").is_file():
         raise EndpointError(f"endpoint {name!r} does not exist yet: give the public port")
     with _locked(name, home, create=True) as directory:
@@ -857,6 +880,7 @@ def deploy_blue_green(
                 workers,
                 timeout,
                 payload_mb(async_config),
+                multi_model,
             )
         except EndpointError as err:
             return rolled_back(f"new version did not start: {err}")

@@ -12,6 +12,7 @@ from steps.config import Endpoint
 from steps.context import StepContext
 
 MODEL = "CreateModel"
+MULTI_MODEL = "CreateMultiModel"
 
 
 def endpoint_name(ctx: StepContext, stage: str) -> str:
@@ -38,6 +39,40 @@ def build_model(ctx: StepContext, package_arn):
         name=MODEL,
         step_args=session.context,
         description="SageMaker model from the approved model package",
+        retry_policies=ctx.retry_policies(job=False),
+    )
+
+
+def build_multi_model(ctx: StepContext, model_data_prefix: str, depends_on=None):
+    """A model whose container serves every archive under ``model_data_prefix`` (``Mode: MultiModel``).
+
+    The registry's inference image and serving program, as the package's own container has them; SageMaker
+    takes no ModelPackageName in MultiModel mode, so the version's artifact is copied under the prefix."""
+    from sagemaker.mlops.workflow.model_step import ModelStep
+
+    reg = ctx.cfg.registry
+    session = ctx.session
+    session.init_model_step_arguments(types.SimpleNamespace(sagemaker_session=session))
+    net = ctx.cfg.aws.network
+    session.create_model(
+        name=f"{ctx.cfg.project.name}-multi-model",
+        role=ctx.role,
+        container_defs={
+            "Image": ctx.image_uri(reg.inference_image, reg.inference_instance_types[0], "inference"),
+            "Mode": "MultiModel",
+            "ModelDataUrl": model_data_prefix,
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+        },
+        vpc_config={"Subnets": list(net.subnets), "SecurityGroupIds": list(net.security_group_ids)}
+        if net.subnets
+        else None,
+        tags=ctx.tags() or None,
+    )
+    return ModelStep(
+        name=MULTI_MODEL,
+        step_args=session.context,
+        description="SageMaker multi-model model: the archives under the multi-model prefix",
+        depends_on=depends_on,
         retry_policies=ctx.retry_policies(job=False),
     )
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from mlops.errors import MlopsError
 from mlops.local.s3store import S3StoreError
+from mlops.local.state.lineage import data_outputs
 from mlops.project import DeployPlan, DeployRequest, GateResult
-from mlops.registry.local import data_outputs
 from mlops.serving import supervisor
+from steps.multi_model.code.publish_model import target_model
 from steps.smoke_test.code.smoke_test import SmokeTestFailed, load_samples, run_smoke_test
 
 
@@ -47,9 +48,17 @@ def plan_deploy(request: DeployRequest) -> DeployPlan:
     except (S3StoreError, SmokeTestFailed, OSError) as err:
         raise SamplesUnavailable(f"smoke-test samples {uri}: {err}") from None
 
+    endpoints = request.cfg.endpoints
+    # a multi-model stage serves the version that its TargetModel names (published by the deploy)
+    multi_model = {
+        f"{request.cfg.project.name}-{stage}": target_model(request.package["arn"])
+        for stage in ("staging", "production")
+        if getattr(endpoints, stage).mode == "multi-model"
+    }
+
     def gate(endpoint: str, url: str) -> GateResult:
         def invoke(body: bytes, content_type: str) -> tuple[int, bytes]:
-            result = supervisor.post(url, body, content_type)
+            result = supervisor.post(url, body, content_type, target_model=multi_model.get(endpoint))
             return result.status, result.body
 
         report: dict[str, Any] = run_smoke_test(

@@ -170,18 +170,39 @@ def run(definition, home, *params: str) -> subprocess.CompletedProcess:
 def home(tmp_path_factory):
     """Three runs: data A (version 1), data B (version 2), data B again with Train cached (version 3)."""
     root = tmp_path_factory.mktemp("compare-home")
-    definition = root / "tiny.json"
+    source = root / "src"  # the project's work tree: a git repository apart from the home
+    source.mkdir()
+    definition = source / "tiny.json"
     definition.write_text(json.dumps(pipeline()))
+    commits = [git_commit(source, "first")]
     store = S3Store(Home.open(root).s3_root)
     store.put_bytes("s3://b/code/train.py", TRAIN.encode())
     store.put_bytes("s3://b/evaluate/evaluate.py", EVALUATE.encode())
     store.put_bytes(DATA_A + "part-0.csv", b"1,2,3\n")
     store.put_bytes(DATA_B + "part-0.csv", b"4,5,6,7\n")
-    runs = [run(definition, root), run(definition, root, f"InputData={DATA_B}"),
-            run(definition, root, f"InputData={DATA_B}")]  # fmt: skip
+    runs = [run(definition, root)]
+    (source / "NOTES.md").write_text("data B from now on\n")
+    commits.append(git_commit(source, "second"))
+    runs.append(run(definition, root, f"InputData={DATA_B}"))
+    (source / "NOTES.md").write_text("an uncommitted edit\n")  # the third run starts from a dirty tree
+    runs.append(run(definition, root, f"InputData={DATA_B}"))
     for done in runs:
         assert done.returncode == 0, done.stdout + done.stderr
-    return root, store, runs
+    return root, store, runs, commits
+
+
+def git_commit(tree, message: str) -> str:
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+
+    if not (tree / ".git").exists():
+        git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", message)
+    return git("rev-parse", "HEAD")
 
 
 def cli(capsys, home, *args) -> tuple[int, str]:
@@ -191,7 +212,7 @@ def cli(capsys, home, *args) -> tuple[int, str]:
 
 
 def test_versions_over_different_data_show_the_data_digest_change(capsys, home):
-    root, store, _ = home
+    root, store, _, commits = home
     code, text = cli(capsys, root, "compare", f"{GROUP}/1", f"{GROUP}/2", "--format", "json")
     assert code == 0, text
     result = json.loads(text)
@@ -205,7 +226,9 @@ def test_versions_over_different_data_show_the_data_digest_change(capsys, home):
     assert rows[("parameter", "InputData")]["change"] == "changed"
     assert rows[("hyperparameter", "epochs")]["change"] == "same"
     assert rows[("model", "artifact sha256")]["change"] == "changed"
-    assert {"data", "model", "parameter"} <= set(result["changed"])
+    assert {"data", "model", "parameter", "source"} <= set(result["changed"])
+    assert (rows[("source", "git commit")]["a"], rows[("source", "git commit")]["b"]) == tuple(commits)
+    assert rows[("source", "git dirty")] == {**rows[("source", "git dirty")], "a": False, "b": False}
 
     # accuracy = 1 / (1 + mean): data A's mean is 2, data B's 5.5
     (accuracy,) = result["metrics"]
@@ -215,7 +238,7 @@ def test_versions_over_different_data_show_the_data_digest_change(capsys, home):
 
 
 def test_compare_table_fits_80_columns(capsys, home, monkeypatch):
-    root, store, _ = home
+    root, store, _, commits = home
     monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal of 80 columns, as rich sees one
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "80")
@@ -229,11 +252,11 @@ def test_compare_table_fits_80_columns(capsys, home, monkeypatch):
     assert ["data", "train", *digests, "changed"] in cells, plain
     assert ["accuracy", "0.3333", "0.1538", "-0.1795"] in cells, plain  # B - A, to 4 digits
     assert ["data uri", "train", "…//b/data/a/", "…//b/data/b/", "changed"] in cells, plain  # a URI's tail
-    assert "note: git commit: local runs record none" in plain
+    assert ["source", "git commit", commits[0][:12], commits[1][:12], "changed"] in cells, plain
 
 
 def test_a_cached_rerun_registers_an_identical_version_with_a_warning(capsys, home):
-    root, _, runs = home
+    root, _, runs, _ = home
     expected = (
         f"{GROUP}/3 is identical to {GROUP}/2 (same model artifact): a cache hit of Train re-registered it"
     )
@@ -249,14 +272,16 @@ def test_a_cached_rerun_registers_an_identical_version_with_a_warning(capsys, ho
     code, text = cli(capsys, root, "compare", f"{GROUP}/2", f"{GROUP}/3", "--format", "json")
     assert code == 0, text
     result = json.loads(text)
-    assert result["changed"] == []
+    assert result["changed"] == ["source"]  # only the work tree: the third run started from a dirty one
+    (dirty,) = [r for r in result["lineage"] if r["change"] != "same"]
+    assert (dirty["name"], dirty["a"], dirty["b"]) == ("git dirty", False, True)
     assert all(m["diff"] == 0 for m in result["metrics"])
-    code, text = cli(capsys, root, "compare", f"{GROUP}/2", f"{GROUP}/3")
+    code, text = cli(capsys, root, "compare", f"{GROUP}/1", f"{GROUP}/1")
     assert code == 0 and "lineage: the same code, data, model artifact and parameters" in text, text
 
 
 def test_compare_refuses_aws_and_unknown_versions(capsys, home):
-    root, _, _ = home
+    root, *_ = home
     code, text = cli(capsys, root, "compare", f"{GROUP}/1", f"{GROUP}/9")
     assert code != 0 and f"{GROUP}/9: not in the local registry" in text
     code, text = cli(capsys, root, "compare", f"{GROUP}/1", f"{GROUP}/2", "--target", "aws")

@@ -8,8 +8,9 @@ import pytest
 
 from mlops.aws.events import approval_event_pattern, matches
 from mlops.local.state.home import Home
+from mlops.local.state.lineage import code_bundles
 from mlops.registry import APPROVED, PENDING, REJECTED, ApprovalError, check_transition, parse_version
-from mlops.registry.local import LocalRegistry, code_bundles, state_change_event
+from mlops.registry.local import LocalRegistry, state_change_event
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/digits-classifier/7"
 

@@ -4,6 +4,9 @@ An Endpoint step resolves config -> production variant -> model -> container (a 
 local registry, or a ModelDataUrl) -> ``model.tar.gz`` in the store, unpacks it once per content hash and
 deploys it blue/green on the local endpoint of that name (``mlops.serving``): the new version starts
 beside the serving one and takes the traffic only once it answers, else the old one keeps serving.
+
+A container in ``Mode: MultiModel`` serves the store's dir of its ``ModelDataUrl`` prefix instead: the
+model server loads the archive each request's TargetModel names, at its first call.
 """
 
 from __future__ import annotations
@@ -53,13 +56,30 @@ def _load_config(home: Home, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _model_data(home: Home, model_name: str) -> tuple[str, str]:
-    """(model data S3 URI, a label for the version) of a recorded model."""
+def _container(home: Home, model_name: str) -> dict[str, Any]:
     model = next((m for m in reversed(home.registry.models()) if m["name"] == model_name), None)
     if model is None:
         raise EndpointStepError(f"model {model_name!r} was not created in {home.root}")
     request = model["request"] if isinstance(model["request"], dict) else json.loads(model["request"])
-    container = request.get("PrimaryContainer") or (request.get("Containers") or [{}])[0]
+    return request.get("PrimaryContainer") or (request.get("Containers") or [{}])[0]
+
+
+def multi_model_prefix(home: Home, model_name: str) -> str | None:
+    """The ``ModelDataUrl`` prefix of a recorded model whose container is ``Mode: MultiModel``."""
+    container = _container(home, model_name)
+    if container.get("Mode") != "MultiModel":
+        return None
+    url = container.get("ModelDataUrl")
+    if not isinstance(url, str) or not url.startswith("s3://") or not url.endswith("/"):
+        raise EndpointStepError(
+            f"model {model_name!r} is multi-model: its ModelDataUrl must be an S3 prefix (s3://.../)"
+        )
+    return url
+
+
+def _model_data(home: Home, model_name: str) -> tuple[str, str]:
+    """(model data S3 URI, a label for the version) of a recorded model."""
+    container = _container(home, model_name)
     if container.get("ModelDataUrl"):
         return container["ModelDataUrl"], model_name
     package_arn = container.get("ModelPackageName")
@@ -124,8 +144,17 @@ def create_or_update_endpoint(
     variants = config.get("ProductionVariants") or []
     if not variants:
         raise EndpointStepError(f"endpoint config {config['EndpointConfigName']!r} has no production variant")
-    uri, version = _model_data(home, variants[0]["ModelName"])
-    model_dir = unpack_model_data(home, store, uri)
+    prefix = multi_model_prefix(home, variants[0]["ModelName"])
+    if prefix is not None:
+        try:
+            model_dir = store.path(prefix)
+        except MlopsError as err:
+            raise EndpointStepError(f"model data {prefix}: {err}") from err
+        model_dir.mkdir(parents=True, exist_ok=True)  # an S3 prefix exists once a key is under it
+        version = variants[0]["ModelName"]
+    else:
+        uri, version = _model_data(home, variants[0]["ModelName"])
+        model_dir = unpack_model_data(home, store, uri)
     existing = (home.root / "endpoints" / name / "state.json").is_file()
     # without a gate the new version must only answer /ping; the pipeline's SmokeTest step follows
     result = deploy_blue_green(
@@ -139,6 +168,7 @@ def create_or_update_endpoint(
         version=version,
         async_config=config.get("AsyncInferenceConfig"),
         data_capture=config.get("DataCaptureConfig"),
+        multi_model=prefix is not None,
     )
     if result.status != "Succeeded":
         kept = "the previous version keeps serving" if result.endpoint.active else "nothing deployed"

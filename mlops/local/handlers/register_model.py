@@ -154,7 +154,8 @@ class RegisterModelHandler:
             steps = dict(execution.properties)
         train_step, training = training_provenance(execution.store, steps, url)
         digest = _digest(execution.store, url)
-        provenance = {"model_data_sha256": digest, "training": training}
+        run = execution.home.runs.get(execution.execution_id) or {}
+        provenance = {"model_data_sha256": digest, "training": training, "source": run.get("code_source")}
         before = identical_version(execution.home, group, url, digest) if isinstance(group, str) else None
         props = register_model(
             execution.home, request, read_text=execution.read_text, execution_id=execution.execution_id,

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS executions (
     failure_reason TEXT,
     pid INTEGER,
     attempts INTEGER NOT NULL DEFAULT 1,
-    pid_started INTEGER
+    pid_started INTEGER,
+    code_source TEXT
 );
 CREATE TABLE IF NOT EXISTS steps (
     execution_id TEXT NOT NULL,
@@ -155,6 +156,7 @@ CREATE TABLE IF NOT EXISTS models (
 
 JSON_COLUMNS = {
     "properties",
+    "code_source",
     "metrics",
     "log_paths",
     "parameters",

@@ -11,7 +11,7 @@ from mlops.errors import MlopsError
 from mlops.local.state.home import JSON_COLUMNS, Home, _alive, _row, now
 
 # Columns added to ``executions`` after the first release: (name, SQL type), added to older databases.
-MIGRATIONS = (("pid_started", "INTEGER"),)
+MIGRATIONS = (("pid_started", "INTEGER"), ("code_source", "TEXT"))
 # A step's final statuses: its job's metric history is read from its job dir when it reaches one.
 _FINAL = ("Succeeded", "Failed", "Stopped")
 # A metric whose name holds one of these is better lower; any other is better higher.
@@ -93,20 +93,31 @@ class Runs:
     def db(self, immediate: bool = True):
         return self.home.db(immediate)
 
-    def create(self, execution_id: str, pipeline_name: str, definition: dict, params: dict) -> None:
+    def create(
+        self,
+        execution_id: str,
+        pipeline_name: str,
+        definition: dict,
+        params: dict,
+        source: dict | None = None,
+    ) -> None:
+        """``source``: where the definition came from (``mlops.local.source.git_source``), or None."""
         with self.db() as con:
             con.execute(
                 "INSERT INTO executions"
-                " (id, pipeline_name, status, definition, parameters, started_at, pid, pid_started)"
-                " VALUES (?, ?, 'Executing', ?, ?, ?, ?, ?)",
+                " (id, pipeline_name, status, definition, parameters, started_at, pid, pid_started, code_source)"
+                " VALUES (?, ?, 'Executing', ?, ?, ?, ?, ?, ?)",
                 (
                     execution_id, pipeline_name, json.dumps(definition), json.dumps(params), now(), os.getpid(),
-                    process_start_time(os.getpid()),
+                    process_start_time(os.getpid()), None if source is None else json.dumps(source),
                 ),
             )  # fmt: skip
 
-    def claim(self, execution_id: str, definition: dict, params: dict) -> dict[str, Any]:
-        """Mark a recorded execution Executing again for a resume; refuse one that a live process runs."""
+    def claim(
+        self, execution_id: str, definition: dict, params: dict, source: dict | None = None
+    ) -> dict[str, Any]:
+        """Mark a recorded execution Executing again for a resume; refuse one that a live process runs.
+        The resumed steps run the code of ``source`` now, so it replaces the recorded one (when given)."""
         with self.db(immediate=True) as con:
             self.reap(con)
             row = _row(con.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone())
@@ -118,12 +129,14 @@ class Runs:
                 raise MlopsError(f"execution {execution_id} already succeeded; nothing to resume")
             con.execute(
                 "UPDATE executions SET status='Executing', ended_at=NULL, failure_reason=NULL, pid=?,"
-                " pid_started=?, definition=?, parameters=?, attempts=attempts+1 WHERE id=?",
+                " pid_started=?, definition=?, parameters=?, attempts=attempts+1,"
+                " code_source=COALESCE(?, code_source) WHERE id=?",
                 (
                     os.getpid(),
                     process_start_time(os.getpid()),
                     json.dumps(definition),
                     json.dumps(params),
+                    None if source is None else json.dumps(source),
                     execution_id,
                 ),
             )

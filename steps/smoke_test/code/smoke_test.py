@@ -5,6 +5,7 @@ deploy calls ``run_smoke_test`` with an HTTP invoker against the local endpoint.
 
     python3 smoke_test.py --endpoint NAME --samples 100 --min-accuracy 0.85 --max-p95-ms 200
         [--async-input-uri s3://bucket/prefix]   (an asynchronous endpoint: InvokeEndpointAsync)
+        [--target-model v3.tar.gz]                (a multi-model endpoint: the TargetModel invoked)
 """
 
 from __future__ import annotations
@@ -88,16 +89,21 @@ def run_smoke_test(
     return report
 
 
-def _boto_invoker(endpoint: str):
+def _boto_invoker(endpoint: str, target_model: str | None = None):
     import boto3
     from botocore.exceptions import ClientError
 
     runtime = boto3.client("sagemaker-runtime")
+    target = {"TargetModel": target_model} if target_model else {}
 
     def invoke(body: bytes, content_type: str) -> tuple[int, bytes]:
         try:
             response = runtime.invoke_endpoint(
-                EndpointName=endpoint, Body=body, ContentType=content_type, Accept="application/json"
+                EndpointName=endpoint,
+                Body=body,
+                ContentType=content_type,
+                Accept="application/json",
+                **target,
             )
         except ClientError as exc:
             return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500), str(exc).encode()
@@ -166,11 +172,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--async-input-uri", help="the endpoint is asynchronous: put payloads under this S3 prefix"
     )
+    parser.add_argument("--target-model", help="the endpoint is multi-model: invoke this TargetModel")
     args = parser.parse_args(argv)
     if args.async_input_uri:
         invoker = _async_invoker(args.endpoint, args.async_input_uri)
     else:
-        invoker = _boto_invoker(args.endpoint)
+        invoker = _boto_invoker(args.endpoint, args.target_model)
     try:
         rows, labels = load_samples(SAMPLES_DIR, args.samples)
         report = run_smoke_test(invoker, rows, labels, args.min_accuracy, args.max_p95_ms)

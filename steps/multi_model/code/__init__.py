@@ -1,0 +1,1 @@
+"""Container code: runs inside the job with only the container contract (imports neither mlops nor pipelines)."""
