@@ -343,6 +343,15 @@ def test_sdk_tuning_step_runs_to_succeeded_and_the_top_model_exists(tmp_path, mo
     )
     trial_dir = Path(record.steps["Tune"].job_dir) / best["TrainingJobName"]
     assert json.loads((trial_dir / "trial.json").read_text())["TrainingJobStatus"] == "Completed"
+    # each trial's metric history is a series of its own: host <trial job>/algo-1, its objective last
+    from mlops.local.state.home import Home
+
+    history = Home.open(tmp_path / "home").runs.metric_history(record.id, step="Tune", name="loss")
+    last = {p["host"]: p["value"] for p in history}
+    assert last == {
+        f"{t['TrainingJobName']}/algo-1": pytest.approx(t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+        for t in summaries
+    }
 
 
 def Home_model_url(home: Path) -> str:  # noqa: N802

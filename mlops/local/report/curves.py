@@ -1,6 +1,6 @@
 """Training curves from a step's metric history, drawn by matplotlib as inline SVG.
 
-One panel per metric, one line per host; x is the epoch a line carried, else the n-th value on its host.
+One panel per metric, one line per host (a Tuning step: per trial and host); x is the epoch a line carried, else the n-th value on its host.
 Text stays text (``svg.fonttype: none``) and the ids are salted by the step, so several plots can sit in
 one page and the same history always draws the same bytes.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-PANEL_W, PANEL_H, MAX_COLUMNS = 3.6, 2.5, 3
+PANEL_W, PANEL_H, MAX_COLUMNS, MAX_LEGEND = 3.6, 2.5, 3, 6
 
 
 def _series(points: Iterable[dict[str, Any]]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -48,10 +48,11 @@ def curves_svg(step: str, points: list[dict[str, Any]]) -> str | None:
                 epochs = all(p["epoch"] is not None for p in points if p["name"] == name)
                 for host, (xs, ys) in sorted(series[name].items()):
                     ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=host)
-                ax.set_title(name)
+                many = len(series[name]) > MAX_LEGEND  # a tuning step's trials: too many to name
+                ax.set_title(f"{name} ({len(series[name])} series)" if many else name)
                 ax.set_xlabel("epoch" if epochs else "value #")
                 ax.grid(True, alpha=0.3)
-                if len(series[name]) > 1:
+                if 1 < len(series[name]) <= MAX_LEGEND:
                     ax.legend(fontsize=7)
             for ax in list(axes.flat)[len(names) :]:
                 ax.set_visible(False)

@@ -316,10 +316,25 @@ def _line_epoch(line: str, found: list[tuple[str, float]]) -> int | None:
 
 def read_metric_history(job_dir: str | Path) -> list[dict]:
     """The points a job's :class:`MetricParser` recorded in ``job_dir``; [] when it recorded none. A line
-    cut short (the executor killed mid-write) or not a point is skipped."""
+    cut short (the executor killed mid-write) or not a point is skipped.
+
+    A step whose jobs each have a directory of their own in ``job_dir`` (a Tuning step: one training job
+    per trial) has their histories, each point's host prefixed with its job's directory name
+    (``<trial job>/algo-1``), so every trial is a series of its own."""
+    own = Path(job_dir) / METRIC_HISTORY_FILE
+    if own.is_file() or not Path(job_dir).is_dir():
+        return _read_history_file(own)
+    points = []
+    for sub in sorted(p for p in Path(job_dir).iterdir() if p.is_dir()):
+        for point in _read_history_file(sub / METRIC_HISTORY_FILE):
+            points.append({**point, "host": f"{sub.name}/{point['host']}"})
+    return points
+
+
+def _read_history_file(path: Path) -> list[dict]:
     points = []
     try:
-        text = (Path(job_dir) / METRIC_HISTORY_FILE).read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
     for raw in text.splitlines():
