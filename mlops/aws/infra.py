@@ -121,6 +121,10 @@ def render_parameters(
             "ScheduleState": "ENABLED" if cfg.schedule.enabled else "DISABLED",
             "FlexibleWindowMinutes": str(cfg.schedule.flexible_window_minutes),
             "RetryAttempts": str(cfg.retry.max_attempts),
+            # the execution role may report to the pipeline's MlflowConfig server (empty: no such policy)
+            "MlflowTrackingServerArn": (
+                (cfg.tracking.mlflow.tracking_server_arn or "") if cfg.tracking.mlflow.enabled else ""
+            ),
         }
         | cfg.infra_parameters()
         | {

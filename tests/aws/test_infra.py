@@ -321,3 +321,22 @@ def test_infra_render_warns_on_a_repository_url_that_is_not_https(moto, cfg, tmp
     assert "\n" not in err
     assert main([*argv, REPO]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_execution_role_may_report_to_the_mlflow_server_only_when_tracking_names_one(cfg, ci_config_dir):
+    def resolver(config):
+        return infra.Resolver(TEMPLATE, infra.render_parameters(config, repo_url=REPO), ACCOUNT, REGION)
+
+    assert TEMPLATE["Resources"]["MlflowTrackingPolicy"]["Condition"] == "HasMlflow"
+    assert resolver(cfg).conditions["HasMlflow"] is False  # tracking off: no policy
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/digits"
+    tracked = load_config(
+        "ci", directory=ci_config_dir,
+        environ={"MLOPS__TRACKING__MLFLOW__ENABLED": "true", "MLOPS__TRACKING__MLFLOW__TRACKING_SERVER_ARN": arn},
+    )  # fmt: skip
+    on = resolver(tracked)
+    assert on.conditions["HasMlflow"] is True
+    policy = on.resource("MlflowTrackingPolicy")
+    assert policy["RoleName"] == "SageMakerExecutionRole-ref"
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == ("sagemaker-mlflow:*", arn)
