@@ -52,6 +52,7 @@ from mlops.botocore_check import service_model, service_problems
 from mlops.errors import MlopsError
 from mlops.local import arns
 from mlops.local.s3store import S3Store, S3StoreError
+from mlops.local.state.home import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +208,7 @@ def _owner_alive(owner: dict | None) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return False  # this process, but that ControlPlane was closed (or never recorded one)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 # -- listing ----------------------------------------------------------------------------------------------

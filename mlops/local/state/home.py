@@ -323,7 +323,8 @@ def _connection(path: Path) -> tuple[sqlite3.Connection, threading.RLock]:
         return _CONNECTIONS[key]
 
 
-def _alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (one of another user counts)."""
     if not pid:
         return False
     try:

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from mlops.errors import MlopsError
-from mlops.local.state.home import JSON_COLUMNS, Home, _alive, _row, now
+from mlops.local.state.home import JSON_COLUMNS, Home, _row, now, pid_alive
 
 # Columns added to ``executions`` after the first release: (name, SQL type), added to older databases.
 MIGRATIONS = (("pid_started", "INTEGER"), ("code_source", "TEXT"))
@@ -44,7 +44,7 @@ def executor_alive(pid: int | None, started: int | None) -> bool:
     """Whether the executor that recorded (pid, start time) still runs."""
     if pid == os.getpid():
         return True
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     if not os.path.exists("/proc/self/stat"):  # no /proc here: the pid alone has to do
         return True

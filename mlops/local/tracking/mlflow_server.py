@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlops.errors import MlopsError
-from mlops.local.state.home import atomic_write, now
+from mlops.local.state.home import atomic_write, now, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,10 @@ def healthy(uri: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running(home_root: Path) -> ServerInfo | None:
     """The recorded server when its process lives and it answers; None otherwise."""
     info = read_info(home_root)
-    if info is not None and _alive(info.pid) and healthy(info.uri):
+    if info is not None and pid_alive(info.pid) and healthy(info.uri):
         return info
     return None
 
@@ -178,7 +168,7 @@ def _terminate(pid: int, grace_s: float = 10.0) -> None:
                 if waited:
                     return
             except ChildProcessError:
-                if not _alive(pid):
+                if not pid_alive(pid):
                     return
             time.sleep(0.1)
 
@@ -188,7 +178,7 @@ def stop_server(home_root: Path) -> ServerInfo | None:
     info = read_info(home_root)
     if info is None:
         return None
-    if _alive(info.pid) and _owns(info):
+    if pid_alive(info.pid) and _owns(info):
         _terminate(info.pid)
     (mlflow_dir(home_root) / STATE_FILE).unlink(missing_ok=True)
     return info
