@@ -161,8 +161,11 @@ def parse(definition: Any) -> Definition:
             if dep not in steps:
                 raise DefinitionError(f"step {step.name!r}: DependsOn names unknown step {dep[:80]!r}")
             step.deps.add(dep)
+        # every field of the step, not only Arguments: a ClarifyCheck's ModelName or a check step's
+        # SuppliedBaselineConstraints may be another step's property, and that makes an edge on SageMaker too
         values = step.own_values()
-        for path in sorted(set(iter_gets([values.get("Arguments"), step.spec.get("PropertyFiles") or []]))):
+        fields = [v for k, v in values.items() if k not in ("Name", "Type", "DependsOn")]
+        for path in sorted(set(iter_gets(fields))):
             m = STEP_REF.match(path)
             if not m:
                 continue

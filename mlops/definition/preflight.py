@@ -48,6 +48,8 @@ OPERATIONS = {
     "EndpointConfig": ("CreateEndpointConfig", "EndpointConfigName", "DescribeEndpointConfig"),
     "Endpoint": ("CreateEndpoint", None, "DescribeEndpoint"),
 }
+# Check steps whose Arguments are a processing job request (the analyzer's), though the step is no job step
+CHECK_REQUESTS = {"QualityCheck": ("CreateProcessingJob", "ProcessingJobName")}
 OPERANDS = {"Not": ("Condition",), "Or": ("Conditions",), "In": ("QueryValue", "Values")}
 COMPARISON_OPERANDS = ("LeftValue", "RightValue")
 DURATION = re.compile(
@@ -334,7 +336,8 @@ def _request(value: Any, shape, step: str, path: str, out: _Collector, operation
 def _input_shape(step_type: str):
     from mlops.botocore_check import service_model
 
-    return service_model("sagemaker").operation_model(OPERATIONS[step_type][0]).input_shape
+    operation = CHECK_REQUESTS[step_type][0] if step_type in CHECK_REQUESTS else OPERATIONS[step_type][0]
+    return service_model("sagemaker").operation_model(operation).input_shape
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -460,6 +463,8 @@ def problems(
                 out.add(
                     name, "Arguments.ErrorMessage", f"must be a string or an expression, got {_kind(message)}"
                 )
+        elif step.type in CHECK_REQUESTS:
+            _request(args, _input_shape(step.type), name, "Arguments", out, CHECK_REQUESTS[step.type][0])
         elif step.type in OPERATIONS:
             _request(args, _input_shape(step.type), name, "Arguments", out, OPERATIONS[step.type][0])
             if max_local_hosts is not None:

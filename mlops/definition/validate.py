@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mlops.botocore_check import problems, service_model
 from mlops.definition.expressions import is_expression
 from mlops.definition.model import EXECUTION_VARIABLES, STEP_REF, Step, iter_gets, parse
-from mlops.definition.preflight import OPERATIONS
+from mlops.definition.preflight import CHECK_REQUESTS, OPERATIONS
 from mlops.definition.preflight import problems as preflight_problems
 from mlops.errors import DefinitionError
 
@@ -22,6 +22,13 @@ NO_REQUEST = {"Condition", "Fail"}
 SQS_QUEUE_URL = re.compile(
     r"^https://sqs\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com(\.cn)?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$"
 )
+# A check step's properties are S3 URIs (QualityCheckStepMetadata), not a Describe* call's output
+CHECK_PROPERTIES = {
+    "QualityCheck": (
+        "CalculatedBaselineStatistics", "CalculatedBaselineConstraints",
+        "BaselineUsedForDriftCheckStatistics", "BaselineUsedForDriftCheckConstraints",
+    ),
+}  # fmt: skip
 INDEX = re.compile(r"\[(?:'([^']*)'|(\d+))\]")
 
 
@@ -130,6 +137,13 @@ def _check_reference(path: str, info: Step, steps: dict[str, Step], params: set[
         )
     if target.type == "Condition":
         return None if rest == ".Outcome" else f"reference {path!r}: a Condition step only has Outcome"
+    if target.type in CHECK_PROPERTIES:
+        known = CHECK_PROPERTIES[target.type]
+        return (
+            None
+            if rest.removeprefix(".") in known
+            else f"reference {path!r}: a {target.type} step's properties are {', '.join(known)}"
+        )
     if target.type not in OPERATIONS:
         return f"reference {path!r}: step type {target.type} has no properties"
     shape = _service_model().operation_model(OPERATIONS[target.type][2]).output_shape
@@ -166,6 +180,11 @@ def validate_definition(definition: dict) -> list[Finding]:
             queue = info.spec.get("SqsQueueUrl")
             if isinstance(queue, str) and not SQS_QUEUE_URL.match(queue):
                 findings.append(Finding(info.name, f"SqsQueueUrl {queue[:120]!r} is not an SQS queue URL"))
+            continue
+        if info.type in CHECK_REQUESTS:
+            operation, name_member = CHECK_REQUESTS[info.type]
+            for problem in validate_request(operation, info.arguments, name_member):
+                findings.append(Finding(info.name, f"{operation}: {problem}"))
             continue
         if info.type not in OPERATIONS:
             findings.append(

@@ -28,14 +28,21 @@ EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 IMAGES = "images.yaml"
 # The Lambda handlers its user maps after ``--check`` names the unmapped function (``--lambda-functions``).
 LAMBDAS = "lambda_functions.yaml"
+# The parameters its user starts it with (a first run of the Clarify/Model Monitor checks registers their
+# baselines and skips the check, as the example's notebook does), given as ``--param K=V``.
+PARAMS = "parameters.json"
 
 
 def user_files(name: str) -> list[str]:
-    """The options for the files a user wrote for this pipeline (an image table, Lambda handlers)."""
+    """The options for the files a user wrote for this pipeline (an image table, Lambda handlers) and the
+    parameters the user starts it with."""
     out = []
     for option, file in (("--images", IMAGES), ("--lambda-functions", LAMBDAS)):
         if (CORPUS / name / file).exists():
             out += [option, str(CORPUS / name / file)]
+    if (CORPUS / name / PARAMS).exists():
+        params = json.loads((CORPUS / name / PARAMS).read_text())
+        out += [f"--param={key}={value}" for key, value in params.items()]
     return out
 
 

@@ -199,8 +199,8 @@ def test_bad_run_arguments_are_refused_before_anything_runs(tmp_path, definition
         ("{not json", "pipeline.json: not valid JSON"),
         ("[]", "expected a JSON object"),
         (
-            json.dumps({"Steps": [{"Name": "T", "Type": "QualityCheck", "Arguments": {}}]}),
-            "type QualityCheck is not supported",
+            json.dumps({"Steps": [{"Name": "T", "Type": "EMR", "Arguments": {}}]}),
+            "type EMR is not supported",
         ),
     ],
 )

@@ -277,7 +277,7 @@ BAD_DEFINITIONS = [
     (definition({"Name": "E", "Type": "EMR", "Arguments": {}}), "step E: type EMR is not supported"),
     (
         definition({"Name": "Q", "Type": "QualityCheck", "Arguments": {}}),
-        "step Q: type QualityCheck is not supported",
+        "step Q: CheckType is missing (DATA_QUALITY or MODEL_QUALITY)",
     ),
     (
         definition(

@@ -34,6 +34,8 @@ BUILTIN: dict[str, str] = {
     "Tuning": "mlops.local.handlers.tuning:TuningHandler",
     "Lambda": "mlops.local.handlers.lambda_step:LambdaHandler",
     "Callback": "mlops.local.handlers.callback:CallbackHandler",
+    "QualityCheck": "mlops.local.handlers.quality_check:QualityCheckHandler",
+    "ClarifyCheck": "mlops.local.handlers.clarify_check:ClarifyCheckHandler",
 }
 _REGISTERED: dict[str, StepHandler] = {}
 

@@ -16,6 +16,7 @@ import logging
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,54 @@ def _invoker(path: Path, timeout: float):
         return body
 
     return invoke
+
+
+@dataclass
+class ServingGroup:
+    """Model-server hosts running in a background thread (``sandbox.run_group``) until ``stop`` is set;
+    ``outcome`` gets the group's result (``"group"``) or the error that ended it (``"error"``)."""
+
+    thread: threading.Thread
+    stop: threading.Event
+    outcome: dict[str, Any]
+
+
+def start_serving_group(
+    instances: list,
+    *,
+    job_dir: Path,
+    log_paths: list[Path],
+    on_log,
+    cancel: threading.Event | None,
+    name: str,
+) -> ServingGroup:
+    """Start ``instances`` serving; ``cancel`` (the job's stop) stops them too."""
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            outcome["group"] = sandbox.run_group(
+                instances,
+                work_dir=job_dir / ".sandbox",
+                log_paths=log_paths,
+                on_line=(lambda host, _stream, line: on_log(host, line)) if on_log else None,
+                cancel=stop,
+            )
+        except BaseException as err:  # reported in the caller's thread
+            outcome["error"] = err
+
+    def relay_cancel() -> None:
+        while not stop.is_set():
+            if cancel is not None and cancel.wait(0.2):
+                stop.set()
+            elif cancel is None:
+                stop.wait(0.2)
+
+    thread = threading.Thread(target=serve, name=name, daemon=True)
+    thread.start()
+    threading.Thread(target=relay_cancel, daemon=True).start()
+    return ServingGroup(thread, stop, outcome)
 
 
 def _wait_ready(sockets: list[Path], group: threading.Thread, timeout: float) -> bool:
@@ -195,31 +244,15 @@ def run_transform_job(
         instances.append(instance)
         sockets.append(socket_path)
 
-    stop = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def serve() -> None:
-        try:
-            outcome["group"] = sandbox.run_group(
-                instances,
-                work_dir=job_dir / ".sandbox",
-                log_paths=log_paths,
-                on_line=(lambda host, _stream, line: on_log(host, line)) if on_log else None,
-                cancel=stop,
-            )
-        except BaseException as err:  # reported below, in the executor's thread
-            outcome["error"] = err
-
-    def relay_cancel() -> None:
-        while not stop.is_set():
-            if cancel is not None and cancel.wait(0.2):
-                stop.set()
-            elif cancel is None:
-                stop.wait(0.2)
-
-    group = threading.Thread(target=serve, name=f"transform-{job_name}", daemon=True)
-    group.start()
-    threading.Thread(target=relay_cancel, daemon=True).start()
+    serving_group = start_serving_group(
+        instances,
+        job_dir=job_dir,
+        log_paths=log_paths,
+        on_log=on_log,
+        cancel=cancel,
+        name=f"transform-{job_name}",
+    )
+    stop, outcome, group = serving_group.stop, serving_group.outcome, serving_group.thread
     log.info("transform job %s: %d instance(s), %d object(s)", job_name, count, len(objects))
     staging = job_dir / "output"
     shutil.rmtree(staging, ignore_errors=True)
