@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mlops.local.runtime import serving
-from mlops.local.runtime.common import JobRequestError, failure_reason, make_host_dirs
+from mlops.local.runtime.common import JobRequestError, make_host_dirs
 from mlops.local.runtime.transform import (
-    READY_TIMEOUT_S,
     _invoker,
-    _wait_ready,
     model_container,
     start_serving_group,
 )
@@ -63,13 +61,9 @@ def served_model(
         container, model_dir, images=images, services=services, log_paths=log_paths, on_log=on_log,
         settings={"MAX_CONTENT_LENGTH": str(100 * 2**20)}, instance_type=instance_type, store=store,
     )  # fmt: skip
-    instances, sockets = [], []
-    for h in hosts:
-        instance, socket_path = serving.host(served, h)
-        instances.append(instance)
-        sockets.append(socket_path)
     serving_group = start_serving_group(
-        instances,
+        served,
+        hosts,
         job_dir=job_dir,
         log_paths=log_paths,
         on_log=on_log,
@@ -78,18 +72,12 @@ def served_model(
     )
     stop, outcome, group = serving_group.stop, serving_group.outcome, serving_group.thread
     try:
-        if not _wait_ready(sockets, group, READY_TIMEOUT_S):
-            stop.set()
-            group.join()
+        if not serving_group.ready():
+            reason = serving_group.start_failure()
             if "error" in outcome:
                 raise outcome["error"]
-            result = outcome.get("group")
-            reason = None
-            if result is not None and any(result.exit_codes):
-                reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
-            reason = reason or f"the model server did not answer /ping within {READY_TIMEOUT_S:.0f} s"
             raise JobRequestError(served.standin.hint(f"model {model.get('ModelName', '')!r}: {reason}"))
-        invokers = itertools.cycle([_invoker(s, timeout_s) for s in sockets])
+        invokers = itertools.cycle([_invoker(s, timeout_s) for s in serving_group.sockets])
         lock = threading.Lock()
 
         def invoke(payload: bytes, content_type: str | None, accept: str | None) -> bytes:

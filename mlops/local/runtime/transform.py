@@ -85,18 +85,43 @@ class ServingGroup:
     thread: threading.Thread
     stop: threading.Event
     outcome: dict[str, Any]
+    hosts: list
+    sockets: list[Path]
+
+    def ready(self) -> bool:
+        """True once every host answers ``/ping``; False when the group ended or READY_TIMEOUT_S passed."""
+        return _wait_ready(self.sockets, self.thread, READY_TIMEOUT_S)
+
+    def start_failure(self) -> str:
+        """Stop the hosts that never all became ready and say why: a host's failure file, exit code and
+        stderr, else the timeout."""
+        self.stop.set()
+        self.thread.join()
+        result = self.outcome.get("group")
+        reason = None
+        if result is not None and any(result.exit_codes):
+            reason = failure_reason("output/failure", self.hosts, result.exit_codes, result.stderr_tail)
+        return reason or f"the model server did not answer /ping within {READY_TIMEOUT_S:.0f} s"
 
 
 def start_serving_group(
-    instances: list,
+    served,
+    hosts: list,
     *,
+    volume_bytes: int | None = None,
     job_dir: Path,
     log_paths: list[Path],
     on_log,
     cancel: threading.Event | None,
     name: str,
 ) -> ServingGroup:
-    """Start ``instances`` serving; ``cancel`` (the job's stop) stops them too."""
+    """Start ``served`` (``serving.prepare``'s container) on each of ``hosts``; ``cancel`` (the job's stop)
+    stops them too."""
+    instances, sockets = [], []
+    for h in hosts:
+        instance, socket_path = serving.host(served, h, volume_bytes)
+        instances.append(instance)
+        sockets.append(socket_path)
     stop = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -122,7 +147,7 @@ def start_serving_group(
     thread = threading.Thread(target=serve, name=name, daemon=True)
     thread.start()
     threading.Thread(target=relay_cancel, daemon=True).start()
-    return ServingGroup(thread, stop, outcome)
+    return ServingGroup(thread, stop, outcome, list(hosts), sockets)
 
 
 def _wait_ready(sockets: list[Path], group: threading.Thread, timeout: float) -> bool:
@@ -238,14 +263,10 @@ def run_transform_job(
         instance_type=get(request, "TransformResources.InstanceType", str, None), store=store,
     )  # fmt: skip
     standin, launch = served.standin, served.launch
-    instances, sockets = [], []
-    for h in hosts:
-        instance, socket_path = serving.host(served, h, volume)
-        instances.append(instance)
-        sockets.append(socket_path)
-
     serving_group = start_serving_group(
-        instances,
+        served,
+        hosts,
+        volume_bytes=volume,
         job_dir=job_dir,
         log_paths=log_paths,
         on_log=on_log,
@@ -259,16 +280,10 @@ def run_transform_job(
     staging.mkdir(parents=True)
     reason: str | None = None
     try:
-        if not _wait_ready(sockets, group, READY_TIMEOUT_S):
+        if not serving_group.ready():
             if cancel is not None and cancel.is_set():
                 return finish("Stopped", "the job was stopped")
-            stop.set()
-            group.join()
-            result = outcome.get("group")
-            if result is not None and any(result.exit_codes):
-                reason = failure_reason("output/failure", hosts, result.exit_codes, result.stderr_tail)
-            reason = reason or f"the model server did not answer /ping within {READY_TIMEOUT_S:.0f} s"
-            return finish("Failed", standin.hint(f"ClientError: {reason}"))
+            return finish("Failed", standin.hint(f"ClientError: {serving_group.start_failure()}"))
         for h, lp in zip(hosts, log_paths, strict=True):
             job_warning(
                 lp, h.host, f"serving with {launch.description}; {len(objects)} object(s)", on_log, "INFO"
@@ -282,7 +297,7 @@ def run_transform_job(
         try:
             summary = run_transform(
                 spec, local, lambda _key: staging,
-                invoke_for=lambda i: _invoker(sockets[i], float(max_runtime)), on_progress=progress,
+                invoke_for=lambda i: _invoker(serving_group.sockets[i], float(max_runtime)), on_progress=progress,
             )  # fmt: skip
         except TransformError as err:
             reason = f"ClientError: {err}"
